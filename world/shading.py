@@ -1,0 +1,175 @@
+"""Colours of ray hits: sky, ground (road, markings, kerb, sidewalk, grass), boxes and spheres.
+
+A colour depends only on where a point lies on its surface, its material and the fixed sun, never on the
+camera, so every frame of a drive agrees photometrically. Arrays are per hit pixel: `rays` (3, n) float32
+world-frame directions scaled to camera z = 1, `depth_m` (n,) the ray parameter, `footprint_m` (n,) the
+size of the pixel on the surface, which picks the blur level of textures and anti-aliases the patterns.
+"""
+import numpy as np
+
+from world import textures
+from world.road import BUILDING_LINE_M, CARRIAGEWAY_HALF_WIDTH_M, KERB_WIDTH_M, LANE_WIDTH_M
+from world.scene import Material, Scene
+
+AMBIENT = np.float32(0.55)
+ROAD_LOOKAHEAD_M = 120.0
+"""Road pieces starting further ahead are not tried; painted lines there are below a pixel at 640 wide."""
+GROUND_TEXTURE_PERIOD_M = 102.4
+"""Every ground texture repeats after a divisor of this (256 texels of 0.4, 0.025 or 0.0125 m)."""
+PAINT = np.float32([0.85, 0.85, 0.82])
+GLASS = np.float32([0.14, 0.17, 0.22])
+TYRE_BAND_M = 0.32
+
+
+class Shader:
+    """Per-scene tables in float32 and one method per kind of hit. Arrays are component planes:
+    rays (3, n), colours (3, n)."""
+
+    def __init__(self, scene: Scene):
+        self.scene = scene
+        b = scene.boxes
+        self.box_cos = np.cos(b.yaw_rad).astype(np.float32)
+        self.box_sin = np.sin(b.yaw_rad).astype(np.float32)
+        self.box_centre = np.ascontiguousarray(b.centre_m.T, dtype=np.float32)
+        self.box_half = np.ascontiguousarray(b.half_size_m.T, dtype=np.float32)
+        self.box_colour = np.ascontiguousarray(b.colour.T, dtype=np.float32)
+        self.box_offset = b.texture_offset.astype(np.float32)
+        self.box_spacing = np.maximum(b.window_spacing_m, 1e-3).astype(np.float32)
+        self.box_floor = b.floor_height_m.astype(np.float32)
+        sp = scene.spheres
+        self.sphere_centre = np.ascontiguousarray(sp.centre_m.T, dtype=np.float32)
+        self.sphere_radius = sp.radius_m.astype(np.float32)
+        self.sphere_colour = np.ascontiguousarray(sp.colour.T, dtype=np.float32)
+        self.sphere_offset = sp.texture_offset.astype(np.float32)
+        self.sun = scene.sun_direction.astype(np.float32)
+
+    def lambert(self, nx, ny, nz) -> np.ndarray:
+        return AMBIENT + (1 - AMBIENT) * np.maximum(nx * self.sun[0] + ny * self.sun[1] + nz * self.sun[2], 0)
+
+    def sky(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+        horizontal = np.hypot(rays[0], rays[1])
+        elevation = np.arctan2(rays[2], horizontal)
+        azimuth = np.arctan2(rays[1], rays[0])
+        u = azimuth * np.float32(textures.TILE_TEXELS / (2 * np.pi))
+        v = np.tan(np.clip(elevation, 0.02, 1.3)) * np.float32(60.0)
+        clouds = np.clip(textures.noise(u, v, np.full_like(u, 0.5)) * 0.6 + 0.1, 0, 1)
+        gradient = np.clip(elevation / 0.6, 0, 1)
+        haze = np.float32([0.85, 0.88, 0.92])[:, None]
+        base = haze + (self.scene.sky_tint.astype(np.float32)[:, None] - haze) * gradient
+        return base + (np.float32([0.95, 0.95, 0.96])[:, None] - base) * clouds
+
+    def ground(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+        dx, dy = depth_m * rays[0], depth_m * rays[1]
+        # Texture coordinates: the camera position folded modulo a common period of all ground
+        # textures, so float32 keeps sub-millimetre precision anywhere in the world.
+        x = np.float32(origin[0] % GROUND_TEXTURE_PERIOD_M) + dx
+        y = np.float32(origin[1] % GROUND_TEXTURE_PERIOD_M) + dy
+        # Footprint grows as the view grazes the ground: 1 / sin(angle between ray and ground).
+        grazing = -rays[2] / np.sqrt(rays[0] * rays[0] + rays[1] * rays[1] + rays[2] * rays[2])
+        fp = footprint_m / np.sqrt(np.maximum(grazing, 0.05))
+        road = self.scene.road
+        s_cam, _ = road.road_coords(np.zeros(1), np.zeros(1), (0.0, road.length_m), origin[:2])
+        s, d = road.road_coords(dx, dy, (float(s_cam[0]) - 40.0, float(s_cam[0]) + ROAD_LOOKAHEAD_M), origin[:2])
+        abs_d = np.abs(d)
+        grain = textures.surface_noise(x, y, 0.0125, fp)
+        patch = textures.surface_noise(x, y, 0.4, fp, offset=911.0)
+        out = np.empty((3, len(x)), dtype=np.float32)
+
+        on_road = abs_d < CARRIAGEWAY_HALF_WIDTH_M
+        i = np.flatnonzero(on_road)
+        asphalt = (0.30 + 0.035 * grain[i] + 0.03 * patch[i]) * np.float32([1.0, 1.0, 1.03])[:, None]
+        si, di, fi = s[i], d[i], fp[i]
+        centre_dashes = textures.periodic_interval_coverage(si, 9.0, 0.0, 3.0, fi) * textures.stripe_coverage(di, 0.07, fi)
+        lane_edges = textures.stripe_coverage(abs_d[i] - LANE_WIDTH_M, 0.07, fi)
+        bays = textures.periodic_interval_coverage(si, 6.0, 0.0, 0.12, fi) * textures.stripe_coverage(
+            abs_d[i] - (CARRIAGEWAY_HALF_WIDTH_M - 0.9), 0.9, fi)
+        paint = np.clip(centre_dashes + lane_edges + 0.8 * bays, 0, 1)
+        out[:, i] = asphalt + (PAINT[:, None] - asphalt) * paint
+
+        on_kerb = ~on_road & (abs_d < CARRIAGEWAY_HALF_WIDTH_M + KERB_WIDTH_M)
+        i = np.flatnonzero(on_kerb)
+        out[:, i] = 0.62 + 0.05 * grain[i]
+
+        on_sidewalk = ~on_road & ~on_kerb & (abs_d < BUILDING_LINE_M + 4.0)
+        i = np.flatnonzero(on_sidewalk)
+        si, di, fi = s[i], d[i], fp[i]
+        joints = np.maximum(textures.stripe_coverage(textures.distance_to_grid(si, 0.6), 0.01, fi),
+                            textures.stripe_coverage(textures.distance_to_grid(di, 0.6), 0.01, fi))
+        slab = textures.noise(np.floor(si / 0.6), np.floor(di / 0.6) + 37.0, np.zeros_like(fi))
+        out[:, i] = self.scene.sidewalk_colour.astype(np.float32)[:, None] * (
+            (1.0 + 0.06 * slab + 0.05 * grain[i]) * (1 - 0.45 * joints))
+
+        i = np.flatnonzero(~on_road & ~on_kerb & ~on_sidewalk)
+        blades = textures.surface_noise(x[i], y[i], 0.025, fp[i], 300.0)
+        out[:, i] = np.float32([0.22, 0.36, 0.14])[:, None] * (1 + 0.25 * blades + 0.15 * patch[i])
+        return out * self.lambert(0, 0, 1)
+
+    def boxes(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+        c, s = self.box_cos.take(index), self.box_sin.take(index)
+        centre, half = self.box_centre.take(index, axis=1), self.box_half.take(index, axis=1)
+        px = (np.float32(origin[0]) - centre[0]) + depth_m * rays[0]
+        py = (np.float32(origin[1]) - centre[1]) + depth_m * rays[1]
+        pz = (np.float32(origin[2]) - centre[2]) + depth_m * rays[2]
+        lx, ly = c * px + s * py, c * py - s * px
+        ax, ay, az = np.abs(lx) / half[0], np.abs(ly) / half[1], np.abs(pz) / half[2]
+        on_x = (ax >= ay) & (ax >= az)
+        on_z = ~on_x & (az >= ay)
+        on_y = ~on_x & ~on_z
+        # Face coordinates: u along the face, v height above the ground (across, on tops).
+        u = np.where(on_x, ly, lx)
+        v = np.where(on_z, ly, pz + centre[2])
+        nx = np.where(on_x, np.sign(lx), np.float32(0))
+        ny = np.where(on_y, np.sign(ly), np.float32(0))
+        nz = np.where(on_z, np.sign(pz), np.float32(0))
+        wx, wy = c * nx - s * ny, s * nx + c * ny
+        cos_incidence = np.abs(wx * rays[0] + wy * rays[1] + nz * rays[2]) / np.sqrt(
+            rays[0] * rays[0] + rays[1] * rays[1] + rays[2] * rays[2])
+        fp = footprint_m / np.sqrt(np.maximum(cos_incidence, 0.05))
+        offset = self.box_offset.take(index)
+        grain = textures.surface_noise(u, v, 0.015, fp, offset)
+        coarse = textures.surface_noise(u, v, 0.4, fp, offset + 500.0)
+        brightness = 1.0 + 0.08 * grain + 0.06 * coarse
+        glass_cover = np.zeros_like(brightness)
+        material = self.scene.boxes.material.take(index)
+
+        i = np.flatnonzero(material == Material.BRICK)
+        if len(i):
+            vi, fi = v[i], fp[i]
+            row_shift = np.float32(0.11) * (np.floor(vi / 0.075) % 2)
+            mortar = np.maximum(textures.stripe_coverage(textures.distance_to_grid(vi, 0.075), 0.006, fi),
+                                textures.stripe_coverage(textures.distance_to_grid(u[i] + row_shift, 0.22), 0.006, fi))
+            brightness[i] *= 1 - 0.35 * mortar
+        i = np.flatnonzero(((material == Material.BRICK) | (material == Material.PLASTER)) & ~on_z)
+        if len(i):
+            spacing, floor_h, vi, fi = self.box_spacing[index[i]], self.box_floor[index[i]], v[i], fp[i]
+            columns = textures.periodic_interval_coverage(u[i] / spacing, 1.0, 0.25, 0.5, fi / spacing)
+            rows = textures.periodic_interval_coverage(vi / floor_h, 1.0, 0.3, 0.5, fi / floor_h)
+            glass_cover[i] = columns * rows * (vi > 0.9 * floor_h) * (vi < 2 * half[2, i] - 0.5)
+        glass_cover[(material == Material.CAR_CABIN) & ~on_z] = 1.0
+        i = np.flatnonzero((material == Material.CAR_BODY) & ~on_z)
+        if len(i):
+            tyres = textures.stripe_coverage(v[i] - (centre[2, i] - half[2, i]), TYRE_BAND_M, fp[i])
+            brightness[i] *= 1 - 0.8 * tyres
+        i = np.flatnonzero(material == Material.FOLIAGE)
+        if len(i):
+            leaves = textures.surface_noise(u[i], v[i], 0.03, fp[i], offset[i] + 77.0)
+            brightness[i] = 1 + 0.35 * leaves + 0.1 * coarse[i]
+        out = self.box_colour.take(index, axis=1) * brightness
+        i = np.flatnonzero(glass_cover)
+        glass = GLASS[:, None] * (1 + 0.5 * coarse[i] + 0.1 * grain[i])
+        out[:, i] += (glass - out[:, i]) * glass_cover[i]
+        return out * self.lambert(wx, wy, nz)
+
+    def spheres(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+        centre = self.sphere_centre.take(index, axis=1)
+        inverse_radius = 1.0 / self.sphere_radius.take(index)
+        px = (np.float32(origin[0]) - centre[0]) + depth_m * rays[0]
+        py = (np.float32(origin[1]) - centre[1]) + depth_m * rays[1]
+        pz = (np.float32(origin[2]) - centre[2]) + depth_m * rays[2]
+        u = px + 0.6 * py
+        v = pz - 0.4 * py
+        offset = self.sphere_offset.take(index)
+        leaves = textures.surface_noise(u, v, 0.025, footprint_m, offset)
+        clumps = textures.surface_noise(u, v, 0.25, footprint_m, offset + 99.0)
+        lit = self.lambert(px * inverse_radius, py * inverse_radius, pz * inverse_radius)
+        return self.sphere_colour.take(index, axis=1) * ((1 + 0.4 * leaves + 0.25 * clumps) * lit)
