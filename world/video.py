@@ -1,0 +1,199 @@
+"""Driving videos that look like internet uploads, with a JSON sidecar holding the truth.
+
+A video is a list of shots (drives of different seeds, joined by hard cuts), rendered at the content
+size, put inside black letterbox bars, stamped with a running clock like a dashcam, and encoded to
+H.264 by ffmpeg. Frames stream into ffmpeg one at a time, so memory does not grow with the length.
+
+The sidecar (``<video>.json``) says what mining must find: fps, frame count, the first frame of each
+shot after a cut, the frame ranges where the camera stands still, the content box inside the bars and
+the box of the burnt-in clock.
+"""
+import datetime as dt
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import ffmpeg
+import numpy as np
+
+from geopt_io import atomic_path, write_json_atomic
+from world.camera import PinholeCamera
+from world.drive import Drive, DriveSpec
+from world.render import Renderer
+
+SUPPORTED_FPS = {"25": Fraction(25), "30": Fraction(30), "29.97": Fraction(30000, 1001)}
+CLOCK_START = dt.datetime(2026, 5, 14, 8, 30, 0)
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """`duration_s` seconds of drive `seed`, with `stops` as (start, hold) seconds within the shot."""
+
+    seed: int
+    duration_s: float
+    stops: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """Everything that decides a video's pixels. Same spec, same bytes (for the same ffmpeg build)."""
+
+    shots: tuple[ShotSpec, ...]
+    fps: str = "30"
+    """One of SUPPORTED_FPS: '25', '30' or '29.97' (NTSC 30000/1001)."""
+    width_px: int = 640
+    height_px: int = 360
+    content_height_px: int = 288
+    """Height of the rendered picture; the rest is split into black bars above and below."""
+    clock_overlay: bool = True
+    crf: int = 20
+    """x264 quality, lower is better; 18-23 is what uploads typically carry."""
+
+    def __post_init__(self):
+        if self.fps not in SUPPORTED_FPS:
+            raise ValueError(f"fps must be one of {', '.join(SUPPORTED_FPS)}, got {self.fps!r}")
+        if self.width_px % 2 or self.height_px % 2:
+            raise ValueError(f"H.264 needs an even frame size, got {self.width_px}x{self.height_px}")
+        if not 8 <= self.content_height_px <= self.height_px:
+            raise ValueError(f"content height {self.content_height_px} must be within 8..{self.height_px}")
+        if not self.shots or any(s.duration_s <= 0 for s in self.shots):
+            raise ValueError("a video needs at least one shot of positive duration")
+        PinholeCamera.kitti_like(self.width_px, self.content_height_px)
+
+    @property
+    def frame_rate(self) -> Fraction:
+        return SUPPORTED_FPS[self.fps]
+
+    @property
+    def content_box(self) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of the picture inside the letterbox bars."""
+        top = (self.height_px - self.content_height_px) // 2
+        return 0, top, self.width_px, self.content_height_px
+
+
+@dataclass
+class VideoTruth:
+    """What the sidecar records; frame indices count from 0, ranges are half-open [start, end)."""
+
+    fps: str
+    fps_fraction: str
+    frame_count: int
+    width_px: int
+    height_px: int
+    content_box: tuple[int, int, int, int]
+    overlay_box: tuple[int, int, int, int] | None
+    cut_frames: list[int] = field(default_factory=list)
+    """First frame of every shot after the first."""
+    static_ranges: list[tuple[int, int]] = field(default_factory=list)
+    """Frames whose camera pose equals the previous frame's (the car stands still)."""
+    shots: list[dict] = field(default_factory=list)
+    intrinsics_px: list[list[float]] | None = None
+    """K of the content picture, in pixels of the content box."""
+
+
+def internet_like_spec(seed: int, duration_s: float = 12.0, fps: str = "30", cuts: int = 2,
+                       stop_s: float = 3.0, width_px: int = 640, height_px: int = 360,
+                       content_height_px: int = 288) -> VideoSpec:
+    """A typical upload: `cuts` + 1 shots of other seeds sharing `duration_s`, the second shot (or the only
+    one) starting parked for `stop_s` seconds before it pulls away (0 for none)."""
+    shot_count = cuts + 1
+    shot_s = duration_s / shot_count
+    parked_shot = min(1, cuts)
+    shots = []
+    for i in range(shot_count):
+        stops = ((0.0, stop_s),) if i == parked_shot and stop_s > 0 else ()
+        shots.append(ShotSpec(seed=seed * 1000 + i, duration_s=shot_s + (stop_s if stops else 0.0), stops=stops))
+    return VideoSpec(shots=tuple(shots), fps=fps, width_px=width_px, height_px=height_px,
+                     content_height_px=content_height_px)
+
+
+def _frame_times(shot: ShotSpec, frame_rate: Fraction) -> np.ndarray:
+    count = max(1, round(shot.duration_s * frame_rate))
+    return np.arange(count) / float(frame_rate)
+
+
+def _stamp_clock(frame: np.ndarray, text: str, origin_px: tuple[int, int], scale: float) -> None:
+    cv2.putText(frame, text, origin_px, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(frame, text, origin_px, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _clock_layout(spec: VideoSpec) -> tuple[tuple[int, int], float, tuple[int, int, int, int]]:
+    """Where the clock goes (bottom-left inside the content), its font scale, and its (x, y, w, h) box."""
+    x0, y0, w, h = spec.content_box
+    scale = max(0.3, h / 640)
+    (text_w, text_h), baseline = cv2.getTextSize("2026-05-14 08:30:00", cv2.FONT_HERSHEY_SIMPLEX, scale, 3)
+    origin = (x0 + max(2, w // 64), y0 + h - max(2, h // 48) - baseline)
+    box = (origin[0] - 2, origin[1] - text_h - 2, text_w + 4, text_h + baseline + 4)
+    return origin, scale, box
+
+
+def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None] | None = None) -> VideoTruth:
+    """Render, letterbox, stamp and encode `spec` to `out_path` (mp4) and its sidecar `out_path`.json.
+
+    Both files appear only when complete. `progress(n)` is called after every n frames written.
+    """
+    out_path = Path(out_path)
+    frame_rate = spec.frame_rate
+    x0, y0, w, h = spec.content_box
+    camera = PinholeCamera.kitti_like(w, h)
+    clock_origin, clock_scale, clock_box = _clock_layout(spec)
+    truth = VideoTruth(fps=spec.fps, fps_fraction=f"{frame_rate.numerator}/{frame_rate.denominator}",
+                       frame_count=0, width_px=spec.width_px, height_px=spec.height_px,
+                       content_box=spec.content_box, overlay_box=clock_box if spec.clock_overlay else None,
+                       intrinsics_px=camera.K.tolist())
+    canvas = np.zeros((spec.height_px, spec.width_px, 3), dtype=np.uint8)
+    with atomic_path(out_path) as tmp:
+        encoder = (
+            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{spec.width_px}x{spec.height_px}",
+                         framerate=str(truth.fps_fraction))
+            .output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=spec.crf,
+                    preset="veryfast", movflags="+faststart")
+            .global_args("-loglevel", "error", "-nostdin")
+            .overwrite_output()
+            .run_async(pipe_stdin=True, pipe_stderr=True)
+        )
+        try:
+            for shot_index, shot in enumerate(spec.shots):
+                if shot_index > 0:
+                    truth.cut_frames.append(truth.frame_count)
+                drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops))
+                renderer = Renderer(drive.scene, camera)
+                times_s = _frame_times(shot, frame_rate)
+                poses, exposures = drive.poses(times_s), drive.exposure(times_s)
+                truth.shots.append({"seed": shot.seed, "first_frame": truth.frame_count,
+                                    "frame_count": len(times_s), "stops": list(shot.stops)})
+                static_start = None
+                for i, t_s in enumerate(times_s):
+                    frame_index = truth.frame_count
+                    still = i > 0 and np.array_equal(poses[i], poses[i - 1])
+                    if still and static_start is None:
+                        static_start = frame_index
+                    if not still and static_start is not None:
+                        truth.static_ranges.append((static_start, frame_index))
+                        static_start = None
+                    canvas[y0:y0 + h, x0:x0 + w] = renderer.render(poses[i], float(exposures[i])).rgb
+                    if spec.clock_overlay:
+                        clock = CLOCK_START + dt.timedelta(seconds=frame_index / float(frame_rate))
+                        _stamp_clock(canvas, clock.strftime("%Y-%m-%d %H:%M:%S"), clock_origin, clock_scale)
+                    encoder.stdin.write(canvas.tobytes())
+                    truth.frame_count += 1
+                    if progress:
+                        progress(1)
+                if static_start is not None:
+                    truth.static_ranges.append((static_start, truth.frame_count))
+            encoder.stdin.close()
+            error = encoder.stderr.read().decode(errors="replace").strip()
+            if encoder.wait() != 0:
+                raise RuntimeError(f"ffmpeg failed to encode {out_path}: {error or 'no message'}")
+        except BaseException:
+            encoder.kill()
+            encoder.wait()
+            raise
+    write_json_atomic(sidecar_path(out_path), truth)
+    return truth
+
+
+def sidecar_path(video_path: Path) -> Path:
+    return Path(video_path).with_suffix(".json")
