@@ -116,6 +116,9 @@ class Renderer:
                     f = (NEAR_M - zi[a]) / (zi[b] - zi[a])
                     points.append((corners[a] + f * (corners[b] - corners[a]))[None])
             q = np.concatenate(points)
+            if len(q) == 0:  # wholly behind the near plane: an empty window
+                u_min[i], u_max[i], v_min[i], v_max[i] = cam.width_px, -1.0, cam.height_px, -1.0
+                continue
             uq = cam.fx_px * q[:, 0] / q[:, 2] + cam.cx_px
             vq = cam.fy_px * q[:, 1] / q[:, 2] + cam.cy_px
             u_min[i], u_max[i], v_min[i], v_max[i] = uq.min(), uq.max(), vq.min(), vq.max()

@@ -120,3 +120,12 @@ def test_stopped_car_gives_identical_poses():
     poses = drive.poses(np.array([0.2, 1.0, 1.9, 3.0]))
     assert np.array_equal(poses[0], poses[1]) and np.array_equal(poses[1], poses[2])
     assert not np.array_equal(poses[2], poses[3])
+
+
+def test_box_wholly_behind_the_camera_is_skipped():
+    camera = PinholeCamera.kitti_like(64, 24)
+    # Every corner behind the near plane, but the bounding sphere still reaches into the frustum.
+    scene = one_box_scene((-0.6, 0.0, 1.65), (0.5, 0.5, 0.5))
+    pose = pose_from_heading(np.array([0.0, 0.0, CAMERA_HEIGHT_M]), heading_rad=0.0)
+    frame = Renderer(scene, camera).render(pose)
+    assert frame.depth_m.shape == (24, 64) and not (frame.depth_m < 1.0).any()
