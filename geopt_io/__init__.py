@@ -10,6 +10,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Iterator
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 TEMP_SUFFIX = ".part"
 """Every temporary file ends so; a rerun may delete any it finds, they are never complete."""
 
@@ -20,6 +22,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the finished file gets the usual permissions
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -56,8 +59,9 @@ def append_jsonl(path: Path, row: dict) -> None:
     """Append one JSON line and flush it to disk: status tables survive a kill between rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(to_jsonable(row)) + "\n")
+    with open(path, "a+b") as f:
+        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+        f.write((("\n" if torn else "") + json.dumps(to_jsonable(row)) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
 

@@ -135,3 +135,7 @@ def still(out_dir, seed, time_s, size, name):
                                    cv2.cvtColor(flow_image, cv2.COLOR_RGB2BGR))):
         cv2.imwrite(str(path), image)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
