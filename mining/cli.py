@@ -1,0 +1,189 @@
+"""`geopt-mine`: URL list -> downloads -> WebDataset shards of moving, scene-consistent frame runs."""
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from mining.chain import ChainConfig
+from mining.crop import FixedCrop
+from mining.decode import DecodeConfig
+from mining.download import DownloadConfig, download_all
+from mining.motion import MotionConfig
+from mining.pack import PackConfig
+from mining.shard import ShardConfig, download_and_shard, shard_videos
+from mining.shard_writer import ShardLayout
+
+
+def _download_options(f):
+    options = [
+        click.option("--list", "url_list", type=click.Path(path_type=Path, dir_okay=False), required=True,
+                     help="Text file with one video URL per line; blank lines and '#' comments are ignored."),
+        click.option("--downloads", "download_dir", type=click.Path(path_type=Path), default=Path("downloads"),
+                     show_default=True, help="Folder for videos, provenance (.info.json), archive.txt, status.jsonl."),
+        click.option("--max-height", type=click.IntRange(144), default=720, show_default=True,
+                     help="Highest video height fetched, in pixels (video-only formats preferred; no audio)."),
+        click.option("--rate-limit", default=None, help="Download speed cap per video, e.g. 2M or 500K bytes/s."),
+        click.option("--cookies", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+                     help="Netscape cookies.txt passed to yt-dlp, for sites that need a login."),
+        click.option("--retries", type=click.IntRange(0), default=3, show_default=True,
+                     help="Retries per download (and per fragment)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _shard_options(f):
+    options = [
+        click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("shards"), show_default=True,
+                     help="Shard folder: 0000.tar, 0001.tar, ..., val/, manifest.json, stats.json, status.jsonl."),
+        click.option("--width", type=click.IntRange(64), default=640, show_default=True,
+                     help="Working width in pixels: every video is decoded once at this width (aspect kept)."),
+        click.option("--fps", type=click.FloatRange(0.5, 60), default=10.0, show_default=True,
+                     help="Frames per second taken from every video, whatever its own rate."),
+        click.option("--frames", "frames_per_sample", type=click.IntRange(2, 16), default=3, show_default=True,
+                     help="Consecutive frames per sample (3: t-1, t, t+1)."),
+        click.option("--stride", type=click.IntRange(1), default=None,
+                     help="Frames between neighbouring sample starts in a run [default: frames - 1, so "
+                          "neighbours share one frame and every usable pair is stored once]."),
+        click.option("--min-motion-px", type=click.FloatRange(0), default=1.0, show_default=True,
+                     help="Median optical flow (pixels at the working width, per output frame) below which "
+                          "the camera counts as standing still and the frames are dropped."),
+        click.option("--duplicate-diff", type=click.FloatRange(0), default=0.4, show_default=True,
+                     help="Mean grey-level difference (0-255) below which two frames are duplicates."),
+        click.option("--flash-delta", type=click.FloatRange(0), default=30.0, show_default=True,
+                     help="Brightness jump (0-255 grey levels) that marks a single frame as a flash."),
+        click.option("--scene-threshold", type=click.FloatRange(0), default=27.0, show_default=True,
+                     help="PySceneDetect ContentDetector threshold for hard cuts (lower finds more cuts)."),
+        click.option("--cut-residual", type=click.FloatRange(0), default=8.0, show_default=True,
+                     help="A detected cut stands only if warping by optical flow leaves a mean grey "
+                          "difference (0-255) above this; lower trusts the detector more."),
+        click.option("--crop", "fixed_crop", default="0,0,0,0", show_default=True,
+                     help="Fixed crop TOP,BOTTOM,LEFT,RIGHT in working-size pixels after black bars are "
+                          "removed, e.g. to cut a burnt-in timestamp strip."),
+        click.option("--jpeg-quality", type=click.IntRange(50, 100), default=92, show_default=True,
+                     help="JPEG quality of stored frames."),
+        click.option("--shard-size-mb", type=click.FloatRange(1), default=256.0, show_default=True,
+                     help="Target shard size in megabytes."),
+        click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
+                     help="Share of videos held out whole in OUT/val/ (at least one when there are two or more)."),
+        click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+                     help="Videos mined in parallel, one process each. Output is identical for any count."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _shard_config(in_dir, out_dir, width, fps, frames_per_sample, stride, min_motion_px, duplicate_diff,
+                  flash_delta, scene_threshold, cut_residual, fixed_crop, jpeg_quality, shard_size_mb, val_fraction,
+                  workers) -> ShardConfig:
+    try:
+        crop = FixedCrop.parse(fixed_crop)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--crop")
+    chain = ChainConfig(decode=DecodeConfig(width_px=width, fps=fps),
+                        motion=MotionConfig(min_motion_px, duplicate_diff, flash_delta, cut_residual),
+                        pack=PackConfig(frames_per_sample, stride, jpeg_quality), fixed_crop=crop,
+                        scene_threshold=scene_threshold)
+    return ShardConfig(in_dir=in_dir, out_dir=out_dir, chain=chain,
+                       layout=ShardLayout(shard_size_mb, val_fraction), workers=workers)
+
+
+def _print_shard_summary(result: dict, out_dir: Path) -> None:
+    totals, manifest = result["stats"]["totals"], result["manifest"]
+    click.echo(f"\n{'video':<32} {'status':<8} {'decoded':>8} {'kept':>6} {'samples':>8}  reason")
+    for vid, r in result["stats"]["videos"].items():
+        click.echo(f"{vid[:32]:<32} {r['status']:<8} {r['frames_decoded']:>8} {r['frames_kept']:>6} "
+                   f"{r['samples']:>8}  {r['reason']}")
+    minutes = totals["source_minutes"]
+    per_minute = totals["samples"] / minutes if minutes else 0.0
+    dropped = ", ".join(f"{k} {v}" for k, v in totals["dropped"].items()) or "none"
+    click.echo(f"\n{totals['samples']} samples from {totals['videos_with_samples']} of {totals['videos']} videos "
+               f"({per_minute:.0f} samples per minute of video); frames decoded {totals['frames_decoded']}, "
+               f"kept {totals['frames_kept']}, dropped: {dropped}")
+    click.echo(f"shards: {len(manifest['train'])} train, {len(manifest['val'])} val in {out_dir} "
+               f"(manifest.json, stats.json)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Mine driving videos into WebDataset shards for GeoPt pretraining."""
+
+
+@main.command()
+@_download_options
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Parallel downloads.")
+def download(url_list, download_dir, max_height, rate_limit, cookies, retries, workers):
+    """Download every URL of a list with yt-dlp. Reruns skip what is done; every URL gets a status row.
+
+    Exits non-zero only when nothing succeeded. Local files are refused: give their folder to `shard --in`.
+    """
+    config = DownloadConfig(url_list=url_list, out_dir=download_dir, max_height_px=max_height, workers=workers,
+                            rate_limit=rate_limit, cookies=cookies, retries=retries)
+    try:
+        with tqdm(unit="video", desc="download") as bar:
+            results = download_all(config, on_result=lambda r: bar.update(1))
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error))
+    click.echo(f"\n{'status':<8} {'video':<32} url / reason")
+    for r in results:
+        click.echo(f"{r.status:<8} {r.video_id[:32]:<32} {r.url}" + (f"\n{'':<41}{r.reason}" if r.reason else ""))
+    counts = Counter(r.status for r in results)
+    click.echo(f"\n{counts['ok']} downloaded, {counts['skipped']} skipped, {counts['failed']} failed "
+               f"-> {download_dir} (status.jsonl)")
+    if results and not counts["ok"] and not counts["skipped"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--in", "in_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("downloads"),
+              show_default=True, help="Folder of videos: downloads, or any local folder of dashcam files.")
+@_shard_options
+def shard(in_dir, **options):
+    """Mine every video of a folder into shards: decode once, crop bars, cut scenes, drop static frames,
+    pack runs of consecutive frames. Killed and rerun, it resumes and gives the same shards."""
+    config = _shard_config(in_dir, **options)
+    try:
+        with tqdm(unit="video", desc="videos", position=0) as videos, \
+                tqdm(unit="frame", desc="frames", position=1, disable=config.workers > 1) as frames:
+            result = shard_videos(config, on_video=lambda r, done: videos.update(1), on_frame=frames.update)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error))
+    _print_shard_summary(result, config.out_dir)
+    if not result["stats"]["totals"]["samples"]:
+        sys.exit(1)
+
+
+@main.command()
+@_download_options
+@_shard_options
+@click.option("--keep-videos", is_flag=True, help="Keep downloaded videos after mining (default: delete).")
+def run(url_list, download_dir, max_height, rate_limit, cookies, retries, keep_videos, **options):
+    """Download and mine in one go: each URL is fetched and mined by a worker, then the shards are built."""
+    config = _shard_config(download_dir, **options)
+    download_config = DownloadConfig(url_list=url_list, out_dir=download_dir, max_height_px=max_height,
+                                     workers=1, rate_limit=rate_limit, cookies=cookies, retries=retries)
+    failed = []
+
+    def on_url(download_result, report):
+        bar.update(1)
+        if download_result.status == "failed":
+            failed.append(download_result)
+
+    try:
+        with tqdm(unit="video", desc="videos") as bar:
+            result = download_and_shard(download_config, config, keep_videos, on_url=on_url)
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error))
+    for r in failed:
+        click.echo(f"download failed: {r.url}\n    {r.reason}")
+    _print_shard_summary(result, config.out_dir)
+    if not result["stats"]["totals"]["samples"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The shard sample schema: the one place that says what a GeoPt sample is.
+
+A sample is a run of `n` consecutive kept frames of one scene of one video, stored as plain WebDataset
+members sharing a key::
+
+    <key>.0.jpg  <key>.1.jpg  ...  <key>.<n-1>.jpg   frames in time order (RGB JPEG)
+    <key>.json                                       SampleMeta
+
+For the default n = 3 the frames are t-1, t, t+1: pretraining uses the pairs (1 -> 2) and (1 -> 0),
+the depth transfer the triplet with frame 1 as target. Keys are ``<video id>_<first frame index:07d>``
+(frame index at the output rate), so reruns and parallel runs give identical keys.
+"""
+import io
+import json
+import re
+import tarfile
+from dataclasses import asdict, dataclass, field
+
+FRAME_EXTENSION = "jpg"
+META_EXTENSION = "json"
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_video_id(raw_id: str) -> str:
+    """A video id usable in file names and WebDataset keys: letters, digits, '-' and '_' only.
+
+    WebDataset splits a member name at its first '.', and ids come from the internet: no dots, no slashes.
+    """
+    cleaned = _SAFE_ID.sub("_", raw_id).strip("_")
+    return cleaned[:120] or "video"
+
+
+def sample_key(video_id: str, first_frame_index: int) -> str:
+    return f"{video_id}_{first_frame_index:07d}"
+
+
+def frame_member(position: int) -> str:
+    """Member suffix of the frame at `position` in the run: '0.jpg', '1.jpg', ..."""
+    return f"{position}.{FRAME_EXTENSION}"
+
+
+@dataclass
+class SampleMeta:
+    """The `json` member of a sample. Pixel quantities are at the stored (working, cropped) size."""
+
+    video_id: str
+    source_url: str
+    frame_indices: list[int]
+    """Indices at the output rate `fps_out`, counted from the start of the video."""
+    timestamps_s: list[float]
+    fps_out: float
+    scene_index: int
+    motion_px: list[float]
+    """Median optical-flow magnitude of each consecutive pair (len n - 1), in stored pixels."""
+    crop_box: tuple[int, int, int, int]
+    """(x, y, width, height) of the stored frames within the decoded working-size frame."""
+    working_size: tuple[int, int]
+    """(width, height) of the decoded frame before cropping."""
+    original_size: tuple[int, int]
+    """(width, height) of the source video after rotation."""
+    extra: dict = field(default_factory=dict)
+    """Source-specific facts, e.g. known intrinsics of imported datasets."""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SampleMeta":
+        fields = json.loads(data)
+        fields["crop_box"] = tuple(fields["crop_box"])
+        fields["working_size"] = tuple(fields["working_size"])
+        fields["original_size"] = tuple(fields["original_size"])
+        return cls(**fields)
+
+
+def sample_dict(key: str, jpegs: list[bytes], meta: SampleMeta) -> dict:
+    """The dict `webdataset.TarWriter.write` takes for one sample."""
+    sample = {"__key__": key, META_EXTENSION: meta.to_bytes()}
+    for position, jpeg in enumerate(jpegs):
+        sample[frame_member(position)] = jpeg
+    return sample
+
+
+def write_sample(tar: tarfile.TarFile, sample: dict) -> int:
+    """Append one sample (a `sample_dict`) to an open tar as WebDataset lays it out; returns bytes of payload.
+
+    Written with the standard library rather than webdataset's TarWriter, whose import pulls in torch
+    (~0.5 GB per mining worker). Members are sorted and stamped with mtime 0, so equal samples give
+    equal bytes.
+    """
+    key, total = sample["__key__"], 0
+    for suffix in sorted(k for k in sample if k != "__key__"):
+        data = sample[suffix]
+        info = tarfile.TarInfo(f"{key}.{suffix}")
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "geopt", "geopt"
+        tar.addfile(info, io.BytesIO(data))
+        total += len(data)
+    return total
