@@ -5,6 +5,7 @@ yt-dlp's download archive makes reruns skip what is done; every URL ends as one 
 ``status.jsonl``: ok, skipped (why) or failed (why). Local files and ``file://`` URLs are refused:
 local videos go straight to ``geopt-mine shard --in DIR``.
 """
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from mining.schema import safe_video_id
 
 STATUS_FILE = "status.jsonl"
 ARCHIVE_FILE = "archive.txt"
-VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".flv", ".ts", ".3gp", ".mpg", ".mpeg"}
+VIDEO_EXTENSIONS = {".m4a", ".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".flv", ".ts", ".3gp", ".mpg", ".mpeg"}
 PROVENANCE_FIELDS = ("id", "title", "uploader", "license", "webpage_url", "duration", "fps", "width", "height",
                      "extractor_key", "ext")
 
@@ -133,6 +134,9 @@ def download_one(url: str, config: DownloadConfig) -> DownloadResult:
     if not path.is_file() or path.stat().st_size == 0:
         path.unlink(missing_ok=True)
         return DownloadResult(url, "failed", "the server sent an empty file", video_id)
+    named = config.out_dir / f"{video_id}{path.suffix}"  # the file is named by the id mining will use
+    os.replace(path, named)
+    path = named
     provenance = {k: info.get(k) for k in PROVENANCE_FIELDS} | {"source_url": url, "video_id": video_id,
                                                                "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(path.with_suffix(".info.json"), provenance)
@@ -163,7 +167,8 @@ def latest_status(out_dir: Path) -> dict[str, dict]:
 
 
 def video_files(folder: Path, video_id: str | None = None) -> list[Path]:
-    """Downloaded (or local) video files in `folder`, sorted; sidecars, partial files and lists excluded."""
+    """Downloaded (or local) media files in `folder`, sorted; sidecars, partial files and lists excluded.
+    Audio containers are listed too, so that they get a status row saying why they cannot be mined."""
     pattern = f"{video_id}.*" if video_id else "*"
     return sorted(p for p in Path(folder).glob(pattern)
                   if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))

@@ -105,7 +105,9 @@ def _bad_videos(folder: Path) -> dict[str, str]:
     good = write_video(folder / "good.mp4", panning(50, 144, 320, seed=4, speed_px=3.0))
     (folder / "truncated.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
     (folder / "zero.mp4").write_bytes(b"")
-    return {"tiny": "smaller than the working size", "still": "no usable run", "all_cuts": "no usable run",
+    import ffmpeg
+    ffmpeg.input("sine=frequency=440:duration=1", f="lavfi").output(str(folder / "voice.m4a")).run(quiet=True)
+    return {"voice": "no video stream", "tiny": "smaller than the working size", "still": "no usable run", "all_cuts": "no usable run",
             "truncated": "truncated|undecodable|decoding failed", "zero": "empty file"}
 
 
