@@ -30,3 +30,22 @@ def intrinsics_normalised(K_px: np.ndarray, width_px: int, height_px: int) -> np
     K[0, :] /= width_px
     K[1, :] /= height_px
     return K
+
+
+def warp_by_flow(source: "torch.Tensor", flow_px: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Sample `source` (B, C, H, W) at each pixel + its flow (B, 2, H, W) in pixels (du, dv).
+
+    Returns the warped image and a (B, 1, H, W) mask of pixels whose sample point lies inside the image.
+    Pixel u sits at coordinate u (see the module doc), hence align_corners=True.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, _, h, w = flow_px.shape
+    v, u = torch.meshgrid(torch.arange(h, device=flow_px.device, dtype=flow_px.dtype),
+                          torch.arange(w, device=flow_px.device, dtype=flow_px.dtype), indexing="ij")
+    x, y = u + flow_px[:, 0], v + flow_px[:, 1]
+    grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], dim=-1)
+    warped = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    inside = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).unsqueeze(1)
+    return warped, inside.to(source.dtype)

@@ -1,0 +1,176 @@
+"""Streaming GeoPt shards into training batches of frame pairs.
+
+Each sample (a run of consecutive frames, see `mining.schema`) becomes one pair: the middle frame as
+target and its next or previous frame as source, the direction drawn at random, so both 0 -> +1 and
+0 -> -1 are learned. All frames of a sample share one random crop (aspect of the training size, 80-100 %
+of the largest that fits), one colour jitter and one flip, so the pair stays geometrically consistent.
+
+Training streams endlessly: shards are drawn at random per rank and worker (webdataset's resampling,
+seeded by rank and worker), samples pass a shuffle buffer, and an epoch is a fixed number of batches.
+Corrupt shards and samples are skipped with one warning naming them.
+"""
+import logging
+import math
+import random
+import re
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+import webdataset as wds
+
+from mining.schema import META_EXTENSION, frame_member
+from training.shard_spec import expand_shards
+
+log = logging.getLogger(__name__)
+_SHARD_NAME = re.compile(r"[^\s'\"<>()]+\.tar\b")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    shards: str
+    width_px: int = 640
+    height_px: int = 192
+    batch_size: int = 8
+    workers: int = 2
+    shuffle_buffer: int = 256
+    batches_per_epoch: int = 1000
+    """Batches per epoch for the whole run (all ranks and workers together)."""
+    jitter: float = 0.2
+    """Brightness, contrast and saturation jitter (+-), Monodepth2's 0.2; hue gets half of it."""
+    flip: bool = True
+    min_crop_fraction: float = 0.8
+    seed: int = 0
+
+
+class SkipOnce:
+    """A webdataset handler: log a failure once per shard (or sample), then carry on."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+
+    def __call__(self, error: Exception) -> bool:
+        texts = [a for a in getattr(error, "args", ()) if isinstance(a, str)] + [str(error)]
+        found = (_SHARD_NAME.search(t) for t in reversed(texts))
+        where = next((m.group(0) for m in found if m), None)
+        name = where or str(error)[:200]
+        if name not in self.seen:
+            self.seen.add(name)
+            log.warning("skipping corrupt data in %s: %s", where or "a sample", error)
+        return True
+
+
+def _colour_transform(rng: random.Random, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """A (3, 3) matrix and (3,) offset applying brightness, contrast, saturation and hue changes to RGB in 0..1."""
+    brightness = 1 + rng.uniform(-strength, strength)
+    contrast = 1 + rng.uniform(-strength, strength)
+    saturation = 1 + rng.uniform(-strength, strength)
+    hue = rng.uniform(-strength / 2, strength / 2) * math.pi
+    luma = np.array([0.299, 0.587, 0.114])
+    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    c, s = math.cos(hue), math.sin(hue)
+    rotate = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    hue_matrix = np.linalg.inv(to_yiq) @ rotate @ to_yiq
+    saturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), luma)
+    matrix = contrast * brightness * saturate @ hue_matrix
+    offset = (1 - contrast) * brightness * 0.45 * np.ones(3)
+    return matrix.astype(np.float32), offset.astype(np.float32)
+
+
+class PairAugment:
+    """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size."""
+
+    def __init__(self, config: DataConfig, train: bool, rank: int = 0):
+        self.config, self.train, self.rank = config, train, rank
+        self._rng: random.Random | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """Seeded on first use inside each loader worker, so workers and ranks draw different streams."""
+        if self._rng is None:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            self._rng = random.Random(self.config.seed + 7919 * worker + 104_729 * self.rank)
+        return self._rng
+
+    def _frames(self, sample: dict) -> list[np.ndarray]:
+        count = sum(1 for k in sample if k.endswith(".jpg") and k.split(".")[0].isdigit())
+        if count < 2:
+            raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: fewer than 2 frames")
+        frames = []
+        for position in range(count):
+            data = np.frombuffer(sample[frame_member(position)], np.uint8)
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: frame {position} is not a JPEG")
+            frames.append(image[..., ::-1])
+        return frames
+
+    def _crop(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) with the training aspect; random on train, the largest centred one otherwise."""
+        aspect = self.config.width_px / self.config.height_px
+        full_w = min(width, int(height * aspect))
+        full_h = int(round(full_w / aspect))
+        fraction = self.rng.uniform(self.config.min_crop_fraction, 1.0) if self.train else 1.0
+        w, h = max(2, int(full_w * fraction)), max(2, int(full_h * fraction))
+        if self.train:
+            return self.rng.randint(0, width - w), self.rng.randint(0, height - h), w, h
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def __call__(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = self._frames(sample)
+        middle = (len(frames) - 1) // 2 if len(frames) > 2 else 0
+        if len(frames) == 2:
+            pair = [frames[0], frames[1]]
+        else:
+            step = self.rng.choice((-1, 1)) if self.train else 1
+            pair = [frames[middle], frames[middle + step]]
+        if self.train and len(frames) == 2 and self.rng.random() < 0.5:
+            pair.reverse()
+        x, y, w, h = self._crop(*pair[0].shape[:2])
+        size = (self.config.width_px, self.config.height_px)
+        pair = [cv2.resize(f[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA) for f in pair]
+        if self.train:
+            matrix, offset = _colour_transform(self.rng, self.config.jitter)
+            pair = [np.clip((f.astype(np.float32) / 255) @ matrix.T + offset, 0, 1) * 255 for f in pair]
+            if self.config.flip and self.rng.random() < 0.5:
+                pair = [f[:, ::-1] for f in pair]
+        return tuple(torch.from_numpy(np.ascontiguousarray(f.astype(np.uint8)).transpose(2, 0, 1).copy())
+                     for f in pair)
+
+
+def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    targets, sources = zip(*batch)
+    return torch.stack(targets), torch.stack(sources)
+
+
+def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> wds.WebLoader:
+    """Endless batches (target, source), each (B, 3, H, W) uint8; `start_batch` reseeds a resumed run."""
+    urls = expand_shards(config.shards)
+    handler = SkipOnce()
+    seed = config.seed * 1_000_003 + start_batch
+    workers = max(1, config.workers)
+    batches_per_worker = max(1, math.ceil(config.batches_per_epoch / (world_size * workers)))
+    augment = PairAugment(replace(config, seed=seed), train=True, rank=rank)
+    pipeline = wds.DataPipeline(
+        wds.ResampledShards(urls, seed=seed, deterministic=True),
+        wds.tarfile_to_samples(handler=handler),
+        wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed)),
+        wds.map(augment, handler=handler),
+        wds.batched(config.batch_size, collation_fn=_collate, partial=False),
+    ).with_epoch(batches_per_worker)
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=config.workers,
+                         persistent_workers=config.workers > 0)
+
+
+def val_loader(config: DataConfig) -> wds.WebLoader:
+    """One pass over the validation shards in order, centre crops, no augmentation, every sample once."""
+    urls = expand_shards(config.shards)
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(urls),
+        wds.tarfile_to_samples(handler=SkipOnce()),
+        wds.map(PairAugment(config, train=False), handler=SkipOnce()),
+        wds.batched(config.batch_size, collation_fn=_collate, partial=True),
+    )
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=0)

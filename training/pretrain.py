@@ -1,0 +1,221 @@
+"""The geometric-pretraining loop: stream pairs, predict flow both ways, minimise the photometric loss.
+
+Each batch of (target, source) pairs is run forward and backward in one pass (the batch doubled with the
+frames swapped), so every pixel gets a forward-backward occlusion check. AdamW with linear warm-up and
+cosine decay, gradient clipping, bf16 autocast and channels_last on CUDA, optional torch.compile, DDP
+under torchrun. A step whose loss is not finite is skipped; `nan_patience` of them in a row stop the
+run with a message, the last good checkpoint untouched.
+
+A run folder holds ``config.json`` (the full resolved config), ``last.pt`` (rewritten every `checkpoint_every` steps),
+``log.jsonl`` (scalars) and TensorBoard events with pictures of frames, flow, warped frame and error.
+"""
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import flow_to_image
+from tqdm import tqdm
+
+from geopt_io import append_jsonl, write_json_atomic
+from training.data import DataConfig, train_loader, val_loader
+from training.losses import FlowLossConfig, flow_loss, photometric_error
+from training.models import GeoPtFlowModel
+from training.runtime import (Runtime, all_ranks_agree, load_checkpoint, restore_rng_state, rng_state, save_checkpoint,
+                              seed_everything, start_runtime, stop_runtime, unwrap)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig
+    run_dir: Path = Path("runs/pretrain")
+    val_shards: str | None = None
+    arch: str = "resnet18"
+    motion_dim: int = 128
+    steps: int = 20000
+    lr: float = 2e-4
+    """Peak learning rate for a global batch of `lr_reference_batch`; scaled linearly with the real one."""
+    lr_reference_batch: int = 8
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    loss: FlowLossConfig = field(default_factory=FlowLossConfig)
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    checkpoint_every: int = 1000
+    val_every: int = 1000
+    val_batches: int = 50
+    log_every: int = 20
+    image_every: int = 500
+    nan_patience: int = 20
+    seed: int = 0
+    resume: bool = False
+
+
+def _schedule(config: PretrainConfig):
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / max(1, config.warmup_steps)
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _to_input(batch: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    x = batch.to(runtime.device, non_blocking=True).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+def _step_losses(model, target, source, config: PretrainConfig, runtime: Runtime) -> dict:
+    """Forward and backward flow in one batch; loss averaged over both directions."""
+    with runtime.autocast():
+        flows = model(torch.cat([target, source]), torch.cat([source, target]))
+    flows = {s: f.float() for s, f in flows.items()}
+    b = target.shape[0]
+    forward = {s: f[:b] for s, f in flows.items()}
+    backward = {s: f[b:] for s, f in flows.items()}
+    out_f = flow_loss(target, source, forward, backward, config.loss)
+    out_b = flow_loss(source, target, backward, forward, config.loss)
+    return {"loss": 0.5 * (out_f["loss"] + out_b["loss"]),
+            "photometric": 0.5 * (out_f["photometric"] + out_b["photometric"]),
+            "smoothness": 0.5 * (out_f["smoothness"] + out_b["smoothness"]),
+            "flow": forward[0].detach(), "warped": out_f["warped"], "mask": out_f["mask"]}
+
+
+def _log_images(writer: SummaryWriter, step: int, target, source, out) -> None:
+    n = min(4, target.shape[0])
+    writer.add_images("frames/target", target[:n].float(), step)
+    writer.add_images("frames/source", source[:n].float(), step)
+    writer.add_images("flow", flow_to_image(out["flow"][:n].float().cpu()).float() / 255, step)
+    writer.add_images("warped_source", out["warped"][:n].clamp(0, 1), step)
+    error = photometric_error(out["warped"][:n], target[:n]) * out["mask"][:n]
+    writer.add_images("error", (error / error.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)), step)
+
+
+@torch.no_grad()
+def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
+    """Mean masked photometric error of the forward flow over (up to) `val_batches` validation batches."""
+    model.eval()
+    loader = val_loader(DataConfig(**{**asdict(config.data), "shards": config.val_shards}))
+    total, count = 0.0, 0
+    for i, (target, source) in enumerate(loader):
+        if i >= config.val_batches:
+            break
+        target, source = _to_input(target, runtime), _to_input(source, runtime)
+        out = _step_losses(model, target, source, config, runtime)
+        total += float(out["photometric"]) * target.shape[0]
+        count += target.shape[0]
+    model.train()
+    return {"val/photometric": total / max(1, count), "val/samples": count}
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    """Run (or resume) pretraining; returns the final step and last losses."""
+    runtime = start_runtime(config.device, config.precision)
+    try:
+        return _pretrain(config, runtime)
+    finally:
+        stop_runtime()
+
+
+def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
+    run_dir = Path(config.run_dir)
+    seed_everything(config.seed + runtime.rank)
+    model = GeoPtFlowModel(config.arch, config.motion_dim).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    global_batch = config.data.batch_size * runtime.world_size
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr * global_batch / config.lr_reference_batch,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config))
+    step = 0
+    last = run_dir / "last.pt"
+    if config.resume and last.is_file():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        restore_rng_state(state["rng"])
+    elif runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if runtime.is_main:
+        write_json_atomic(run_dir / "config.json", {**asdict(config), "world_size": runtime.world_size,
+                                                    "global_batch": global_batch, "started_at_step": step})
+    train_model = model
+    if runtime.world_size > 1:
+        train_model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    def checkpoint(name: str) -> None:
+        if runtime.is_main:
+            save_checkpoint(run_dir / name, {"step": step, "model": unwrap(model).state_dict(),
+                                             "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                                             "rng": rng_state(), "config": asdict(config), "arch": config.arch,
+                                             "motion_dim": config.motion_dim})
+
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
+    loader = train_loader(config.data, runtime.rank, runtime.world_size, start_batch=step)
+    bad_in_a_row, last_scalars = 0, {}
+    progress = tqdm(total=config.steps, initial=step, unit="step", desc="pretrain", disable=not runtime.is_main)
+    started, samples = time.perf_counter(), 0
+    train_model.train()
+    while step < config.steps:
+        for target, source in loader:
+            if step >= config.steps:
+                break
+            target, source = _to_input(target, runtime), _to_input(source, runtime)
+            out = _step_losses(train_model, target, source, config, runtime)
+            optimiser.zero_grad(set_to_none=True)
+            if not all_ranks_agree(bool(torch.isfinite(out["loss"])), runtime):
+                bad_in_a_row += 1
+                if bad_in_a_row >= config.nan_patience:
+                    raise TrainingDiverged(
+                        f"loss was not finite for {bad_in_a_row} steps in a row at step {step}; stopped. "
+                        f"The last good checkpoint is {last} - lower --lr or check the data.")
+                continue
+            bad_in_a_row = 0
+            out["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), config.grad_clip)
+            if not all_ranks_agree(bool(torch.isfinite(grad_norm)), runtime):
+                optimiser.zero_grad(set_to_none=True)
+                bad_in_a_row += 1
+                continue
+            optimiser.step()
+            scheduler.step()
+            step += 1
+            samples += target.shape[0] * runtime.world_size
+            progress.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                last_scalars = {"step": step, "loss": float(out["loss"].detach()), "photometric": float(out["photometric"]),
+                                "smoothness": float(out["smoothness"]), "lr": scheduler.get_last_lr()[0],
+                                "grad_norm": float(grad_norm), "samples_per_s": samples / (time.perf_counter() - started)}
+                progress.set_postfix(loss=f"{last_scalars['loss']:.4f}")
+                if writer:
+                    for key, value in last_scalars.items():
+                        if key != "step":
+                            writer.add_scalar(f"train/{key}", value, step)
+                    append_jsonl(run_dir / "log.jsonl", last_scalars)
+            if writer and (step % config.image_every == 0 or step == 1):
+                _log_images(writer, step, target, source, out)
+            if config.val_shards and runtime.is_main and (step % config.val_every == 0 or step == config.steps):
+                scores = validate(unwrap(model), config, runtime)
+                writer.add_scalar("val/photometric", scores["val/photometric"], step)
+                append_jsonl(run_dir / "log.jsonl", {"step": step, **scores})
+                last_scalars.update(scores)
+            if step % config.checkpoint_every == 0:
+                checkpoint("last.pt")
+    checkpoint("last.pt")
+    progress.close()
+    if writer:
+        writer.close()
+    return {"step": step, **last_scalars, "run_dir": str(run_dir)}

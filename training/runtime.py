@@ -1,0 +1,119 @@
+"""Where and how a training run executes: device, precision, DDP through torchrun, checkpoints, RNG.
+
+Shared by pretraining and the depth transfer. A run started by ``torchrun`` (WORLD_SIZE > 1) joins a
+process group, NCCL on CUDA and gloo on the CPU, so the same code is tested with 2 CPU processes here.
+Only rank 0 writes checkpoints, logs and pictures.
+"""
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from geopt_io import atomic_path
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int
+    world_size: int
+    autocast_dtype: torch.dtype | None
+    """bf16 on CUDA by default; None runs in float32."""
+    channels_last: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+def start_runtime(device: str = "auto", precision: str = "auto", channels_last: bool | None = None) -> Runtime:
+    """Pick the device, join a torchrun process group when there is one, choose precision and layout.
+
+    `precision`: 'auto' (bf16 autocast on CUDA, float32 on CPU), 'bf16' or 'fp32'.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        torch_device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(torch_device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    use_bf16 = precision == "bf16" or (precision == "auto" and torch_device.type == "cuda")
+    return Runtime(device=torch_device, rank=rank, world_size=world_size,
+                   autocast_dtype=torch.bfloat16 if use_bf16 else None,
+                   channels_last=torch_device.type == "cuda" if channels_last is None else channels_last)
+
+
+def stop_runtime() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save through a temporary name: a checkpoint on disk is always whole."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def all_ranks_agree(flag: bool, runtime: Runtime) -> bool:
+    """True only if `flag` holds on every rank: ranks must skip a step together or DDP would hang."""
+    if runtime.world_size == 1:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=runtime.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return bool(tensor.item())

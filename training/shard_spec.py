@@ -1,0 +1,71 @@
+"""What users type for `--shards`, expanded to a list of shard URLs or paths.
+
+Accepted, alone or several separated by commas or spaces:
+- ``shards/<0000..0999>.tar``: GeoPt's own spelling of a numeric range (the design card's);
+- ``shards/{0000..0999}.tar``: webdataset's brace form (also ``{a,b}``);
+- globs (``shards/*.tar``) and plain directories (every ``*.tar`` directly inside, sorted);
+- URLs and ``pipe:`` commands, passed through untouched after brace expansion.
+Ranges keep the zero padding of their first bound. Range members that do not exist on disk are
+dropped (a user's ``<0000..0999>`` usually covers more than was mined); a spec that matches nothing is
+an error naming it.
+"""
+import glob
+import re
+from pathlib import Path
+
+from braceexpand import braceexpand
+
+_ANGLE_RANGE = re.compile(r"<(\d+)\.\.(\d+)>")
+_REMOTE = re.compile(r"^(pipe:|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+
+def _angle_to_brace(spec: str) -> str:
+    return _ANGLE_RANGE.sub(lambda m: "{" + m.group(1) + ".." + m.group(2) + "}", spec)
+
+
+def _split_specs(text: str) -> list[str]:
+    """Comma/space separated parts, but not the commas inside a brace group or a pipe: command."""
+    if text.strip().startswith("pipe:"):
+        return [text.strip()]
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "{") - (char == "}")
+        if char in ", " and depth == 0:
+            if current:
+                parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        parts.append(current)
+    return parts
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """Every shard named by `spec` (see the module doc), in order, without repeats."""
+    specs = [s for item in ([spec] if isinstance(spec, str) else spec) for s in _split_specs(item)]
+    if not specs:
+        raise ValueError("no shards given")
+    shards: list[str] = []
+    for item in specs:
+        found = _expand_one(item)
+        if not found:
+            raise ValueError(f"no shards match {item!r}")
+        shards += [s for s in found if s not in shards]
+    return shards
+
+
+def _expand_one(item: str) -> list[str]:
+    expanded = list(braceexpand(_angle_to_brace(item)))
+    if _REMOTE.match(item):
+        return expanded
+    found = []
+    for name in expanded:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            found += sorted(str(p) for p in path.glob("*.tar"))
+        elif glob.has_magic(name):
+            found += sorted(glob.glob(str(path)))
+        elif path.is_file():
+            found.append(str(path))
+    return found
