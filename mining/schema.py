@@ -5,6 +5,9 @@ members sharing a key::
 
     <key>.0.jpg  <key>.1.jpg  ...  <key>.<n-1>.jpg   frames in time order (RGB JPEG)
     <key>.json                                       SampleMeta
+    <key>.flow.npy                                   optional, world-rendered shards only: the exact
+                                                     flow (H, W, 2) float32 in pixels from the middle
+                                                     frame to the next, for end-point-error validation
 
 For the default n = 3 the frames are t-1, t, t+1: pretraining uses the pairs (1 -> 2) and (1 -> 0),
 the depth transfer the triplet with frame 1 as target. Keys are ``<video id>_<first frame index:07d>``
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 FRAME_EXTENSION = "jpg"
 META_EXTENSION = "json"
+FLOW_MEMBER = "flow.npy"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -73,9 +77,11 @@ class SampleMeta:
         return cls(**fields)
 
 
-def sample_dict(key: str, jpegs: list[bytes], meta: SampleMeta) -> dict:
-    """The dict `webdataset.TarWriter.write` takes for one sample."""
+def sample_dict(key: str, jpegs: list[bytes], meta: SampleMeta, flow_npy: bytes | None = None) -> dict:
+    """One sample as suffix -> bytes plus '__key__' (what `write_sample` and webdataset's TarWriter take)."""
     sample = {"__key__": key, META_EXTENSION: meta.to_bytes()}
+    if flow_npy is not None:
+        sample[FLOW_MEMBER] = flow_npy
     for position, jpeg in enumerate(jpegs):
         sample[frame_member(position)] = jpeg
     return sample

@@ -1,4 +1,8 @@
-"""Fixtures shared across the suite: small world videos and KITTI trees, made once per session."""
+"""Fixtures shared across the suite: a 127.0.0.1 HTTP server, small world videos and KITTI trees."""
+import functools
+import http.server
+import threading
+
 import pytest
 
 from world.kitti_export import KittiExportSpec, export_kitti
@@ -22,3 +26,22 @@ def small_kitti(tmp_path_factory):
     truth = export_kitti(KittiExportSpec(root, train_drives=2, test_drives=1, frames_per_drive=8,
                                          width_px=320, height_px=96, test_stride=2))
     return root, truth
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """(folder served, base URL): a real HTTP server on 127.0.0.1, stopped after the test."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()

@@ -9,18 +9,21 @@ Training streams endlessly: shards are drawn at random per rank and worker (webd
 seeded by rank and worker), samples pass a shuffle buffer, and an epoch is a fixed number of batches.
 Corrupt shards and samples are skipped with one warning naming them.
 """
+import io
 import logging
 import math
 import random
 import re
 from dataclasses import dataclass, replace
+from functools import partial
 
 import cv2
 import numpy as np
 import torch
 import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-from mining.schema import META_EXTENSION, frame_member
+from mining.schema import FLOW_MEMBER, frame_member
 from training.shard_spec import expand_shards
 
 log = logging.getLogger(__name__)
@@ -118,7 +121,17 @@ class PairAugment:
             return self.rng.randint(0, width - w), self.rng.randint(0, height - h), w, h
         return (width - w) // 2, (height - h) // 2, w, h
 
-    def __call__(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _true_flow(self, sample: dict, crop: tuple[int, int, int, int]) -> torch.Tensor | None:
+        """The sample's exact flow (world shards), cropped and resized like the frames, in training pixels."""
+        if FLOW_MEMBER not in sample:
+            return None
+        x, y, w, h = crop
+        flow = np.load(io.BytesIO(sample[FLOW_MEMBER]))[y:y + h, x:x + w]
+        size = (self.config.width_px, self.config.height_px)
+        flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.float32([size[0] / w, size[1] / h])
+        return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
+
+    def __call__(self, sample: dict) -> tuple:
         frames = self._frames(sample)
         middle = (len(frames) - 1) // 2 if len(frames) > 2 else 0
         if len(frames) == 2:
@@ -128,7 +141,7 @@ class PairAugment:
             pair = [frames[middle], frames[middle + step]]
         if self.train and len(frames) == 2 and self.rng.random() < 0.5:
             pair.reverse()
-        x, y, w, h = self._crop(*pair[0].shape[:2])
+        x, y, w, h = crop = self._crop(*pair[0].shape[:2])
         size = (self.config.width_px, self.config.height_px)
         pair = [cv2.resize(f[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA) for f in pair]
         if self.train:
@@ -136,13 +149,36 @@ class PairAugment:
             pair = [np.clip((f.astype(np.float32) / 255) @ matrix.T + offset, 0, 1) * 255 for f in pair]
             if self.config.flip and self.rng.random() < 0.5:
                 pair = [f[:, ::-1] for f in pair]
-        return tuple(torch.from_numpy(np.ascontiguousarray(f.astype(np.uint8)).transpose(2, 0, 1).copy())
-                     for f in pair)
+        target, source = (torch.from_numpy(np.ascontiguousarray(f.astype(np.uint8)).transpose(2, 0, 1).copy())
+                          for f in pair)
+        if self.train:
+            return target, source
+        return target, source, self._true_flow(sample, crop)
+
+
+def _shard_samples(shards, handler):
+    """Shard URLs -> samples, as webdataset's tarfile_to_samples, except that a sample never spans two
+    shard reads: a truncated shard's last partial sample would otherwise merge with the next read's
+    first sample when both share a key (the same shard drawn twice in a row by resampling)."""
+
+    def files_with_shard_ends():
+        for opened in url_opener(shards, handler=handler):
+            yield from tar_file_expander([opened], handler=handler)
+            yield {}  # group_by_keys closes the current sample here
+
+    return group_by_keys(files_with_shard_ends(), handler=handler)
 
 
 def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
     targets, sources = zip(*batch)
     return torch.stack(targets), torch.stack(sources)
+
+
+def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validation batches carry the true flow (B, 2, H, W) when every sample has one, else None."""
+    targets, sources, flows = zip(*batch)
+    flow = torch.stack(flows) if all(f is not None for f in flows) else None
+    return torch.stack(targets), torch.stack(sources), flow
 
 
 def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> wds.WebLoader:
@@ -155,7 +191,7 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
     augment = PairAugment(replace(config, seed=seed), train=True, rank=rank)
     pipeline = wds.DataPipeline(
         wds.ResampledShards(urls, seed=seed, deterministic=True),
-        wds.tarfile_to_samples(handler=handler),
+        partial(_shard_samples, handler=handler),
         wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed)),
         wds.map(augment, handler=handler),
         wds.batched(config.batch_size, collation_fn=_collate, partial=False),
@@ -165,12 +201,13 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
 
 
 def val_loader(config: DataConfig) -> wds.WebLoader:
-    """One pass over the validation shards in order, centre crops, no augmentation, every sample once."""
+    """One pass over the validation shards in order, centre crops, no augmentation, every sample once.
+    Batches are (target, source, true flow or None); the pair is always middle -> next frame."""
     urls = expand_shards(config.shards)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls),
-        wds.tarfile_to_samples(handler=SkipOnce()),
+        partial(_shard_samples, handler=SkipOnce()),
         wds.map(PairAugment(config, train=False), handler=SkipOnce()),
-        wds.batched(config.batch_size, collation_fn=_collate, partial=True),
+        wds.batched(config.batch_size, collation_fn=_collate_with_flow, partial=True),
     )
     return wds.WebLoader(pipeline, batch_size=None, num_workers=0)

@@ -11,7 +11,7 @@ A run folder holds ``config.json`` (the full resolved config), ``last.pt`` (rewr
 """
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -102,19 +102,27 @@ def _log_images(writer: SummaryWriter, step: int, target, source, out) -> None:
 
 @torch.no_grad()
 def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
-    """Mean masked photometric error of the forward flow over (up to) `val_batches` validation batches."""
+    """Masked photometric error over (up to) `val_batches` validation batches, and the end-point error
+    (mean pixel distance to the true flow) over those that carry one (world shards)."""
     model.eval()
-    loader = val_loader(DataConfig(**{**asdict(config.data), "shards": config.val_shards}))
-    total, count = 0.0, 0
-    for i, (target, source) in enumerate(loader):
+    loader = val_loader(replace(config.data, shards=config.val_shards))
+    total, count, epe_total, epe_count = 0.0, 0, 0.0, 0
+    for i, (target, source, true_flow) in enumerate(loader):
         if i >= config.val_batches:
             break
         target, source = _to_input(target, runtime), _to_input(source, runtime)
         out = _step_losses(model, target, source, config, runtime)
         total += float(out["photometric"]) * target.shape[0]
         count += target.shape[0]
+        if true_flow is not None:
+            error = (out["flow"].float() - true_flow.to(out["flow"].device)).norm(dim=1)
+            epe_total += float(error.mean()) * target.shape[0]
+            epe_count += target.shape[0]
     model.train()
-    return {"val/photometric": total / max(1, count), "val/samples": count}
+    scores = {"val/photometric": total / max(1, count), "val/samples": count}
+    if epe_count:
+        scores["val/epe_px"] = epe_total / epe_count
+    return scores
 
 
 def pretrain(config: PretrainConfig) -> dict:
@@ -209,7 +217,8 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
                 _log_images(writer, step, target, source, out)
             if config.val_shards and runtime.is_main and (step % config.val_every == 0 or step == config.steps):
                 scores = validate(unwrap(model), config, runtime)
-                writer.add_scalar("val/photometric", scores["val/photometric"], step)
+                for key, value in scores.items():
+                    writer.add_scalar(key, value, step)
                 append_jsonl(run_dir / "log.jsonl", {"step": step, **scores})
                 last_scalars.update(scores)
             if step % config.checkpoint_every == 0:

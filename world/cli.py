@@ -103,6 +103,26 @@ def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed
 
 
 @main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("shards/world"), show_default=True,
+              help="Folder for 0000.tar, 0001.tar, ...: one shard per drive.")
+@click.option("--drives", type=click.IntRange(1), default=2, show_default=True, help="Drives (one shard each).")
+@click.option("--samples", type=click.IntRange(1), default=20, show_default=True,
+              help="Samples (consecutive frame triplets at 10 Hz) per drive.")
+@click.option("--size", default="640x192", show_default=True, help="Frame size WIDTHxHEIGHT.")
+@click.option("--seed", type=int, default=500, show_default=True, help="Seed of drive 0; drive i uses seed + i.")
+def shards(out_dir, drives, samples, size, seed):
+    """Write world drives as GeoPt shards carrying the exact flow of each sample (flow.npy), so that
+    pretraining validation reports end-point error on them."""
+    from world.shards import write_world_shard
+
+    width, height = _size(size)
+    _writable_dir(out_dir)
+    for i in tqdm(range(drives), unit="drive", desc="shards"):
+        write_world_shard(out_dir / f"{i:04d}.tar", seed + i, samples, width, height)
+    click.echo(f"{out_dir}: {drives} shards of {samples} samples at {width}x{height}, each with its true flow")
+
+
+@main.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("docs"), show_default=True,
               help="Folder for <name>_rgb.png, <name>_depth.png and <name>_flow.png.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Scene seed.")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mining.cli import main
 from mining.download import latest_status
-from tests.mining.conftest import panning, write_video
+from tests.mining.videos import panning, write_video
 from world.video import internet_like_spec, render_video
 
 WIDTH = ["--width", "256"]

@@ -10,7 +10,7 @@ from mining.pack import PackConfig, RunPacker
 from mining.probe import UnusableVideo, probe
 from mining.scenes import SceneCutter
 from mining.schema import SampleMeta, safe_video_id, sample_key
-from tests.mining.conftest import panning, textured, write_video
+from tests.mining.videos import panning, textured, write_video
 
 
 def test_url_list_ignores_comments_blanks_and_repeats(tmp_path):

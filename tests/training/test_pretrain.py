@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,12 @@ import torchvision
 
 from geopt_io import read_jsonl
 from training import pretrain as pretrain_module
-from training.data import DataConfig, train_loader
+from training.data import DataConfig, train_loader, val_loader
 from training.export import export_backbone
 from training.losses import flow_loss
 from training.models import GeoPtFlowModel
-from training.pretrain import PretrainConfig, TrainingDiverged, pretrain
+from training.pretrain import PretrainConfig, TrainingDiverged, pretrain, validate
+from training.runtime import start_runtime
 from training.shard_spec import expand_shards
 from world.camera import PinholeCamera
 from world.drive import Drive, DriveSpec
@@ -63,7 +65,7 @@ def test_shard_specs_expand_as_users_type_them(tmp_path):
 
 def test_a_corrupt_shard_is_skipped_with_one_warning(world_shards, tmp_path, caplog):
     broken = tmp_path / "0002.tar"
-    broken.write_bytes((world_shards / "0000.tar").read_bytes()[:30000] + b"\x00garbage" * 100)
+    broken.write_bytes((world_shards / "0001.tar").read_bytes()[:30000] + b"\x00garbage" * 100)
     config = DataConfig(shards=f"{world_shards}/0000.tar,{broken}", width_px=128, height_px=64, batch_size=2,
                         workers=0, shuffle_buffer=2, batches_per_epoch=12)
     with caplog.at_level(logging.WARNING):
@@ -151,3 +153,12 @@ def test_two_process_gloo_ddp_takes_steps(world_shards, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["world_size"] == 2 and config["global_batch"] == 4
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 3
+
+
+def test_validation_reports_end_point_error_on_world_shards(world_shards):
+    config = tiny_config(world_shards, Path("unused"), val_shards=str(world_shards / "val"))
+    target, source, true_flow = next(iter(val_loader(replace(config.data, shards=config.val_shards))))
+    assert true_flow.shape == (2, 2, 64, 128) and true_flow.abs().max() > 0.5
+    scores = validate(GeoPtFlowModel("resnet18"), config, start_runtime("cpu"))
+    assert scores["val/samples"] == 4 and np.isfinite(scores["val/photometric"])
+    assert scores["val/epe_px"] > 0.1, "an untrained model is far from the true flow"

@@ -8,7 +8,7 @@ from world.cli import main
 
 def test_every_option_is_explained():
     runner = CliRunner()
-    for command in ("render", "kitti", "still"):
+    for command in ("render", "kitti", "shards", "still"):
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0
         options = [line.split()[0] for line in result.output.splitlines() if line.strip().startswith("--")]
@@ -51,3 +51,19 @@ def test_kitti_rerun_resumes_without_rendering_again(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0 and image.stat().st_mtime_ns == stamp
     assert "eigen test 1" in result.output
+
+
+def test_world_shards_carry_true_flow(tmp_path):
+    import io
+
+    import numpy as np
+    import webdataset as wds
+
+    result = CliRunner().invoke(main, ["shards", "--out", str(tmp_path), "--drives", "1", "--samples", "2",
+                                       "--size", "64x32"])
+    assert result.exit_code == 0, result.output
+    samples = list(wds.WebDataset(str(tmp_path / "0000.tar"), shardshuffle=False))
+    assert len(samples) == 2
+    flow = np.load(io.BytesIO(samples[0]["flow.npy"]))
+    assert flow.shape == (32, 64, 2) and np.abs(flow).max() > 0.1
+    assert json.loads(samples[1]["json"])["frame_indices"] == [2, 3, 4]

@@ -1,37 +1,8 @@
-"""Mining fixtures: a 127.0.0.1 HTTP server the tests start and stop, and small videos with known content."""
-import functools
-import http.server
-import threading
+"""Mining helpers: small videos with known content."""
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
-import pytest
-
-from mining.chain import ChainConfig
-from mining.decode import DecodeConfig
-
-SMALL_CHAIN = ChainConfig(decode=DecodeConfig(width_px=256, fps=10.0))
-"""The chain at a small working width, so tests stay fast."""
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """(folder served, base URL): a real HTTP server on 127.0.0.1, stopped after the test."""
-    root = tmp_path / "served"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def write_video(path: Path, frames, fps: float = 25.0, pix_fmt: str = "yuv420p", **output_args) -> Path:
