@@ -75,7 +75,7 @@ def main() -> None:
                           workers=args.workers, batches_per_epoch=10_000)
         config = PretrainConfig(data=data)
 
-        loader = iter(train_loader(data))
+        loader = iter(train_loader(data)[0])
         next(loader)
         start, batches = time.perf_counter(), 20
         for _ in range(batches):
@@ -95,7 +95,8 @@ def main() -> None:
                 yield fixed
 
         model_rate = timed_steps(model, optimiser, in_memory(), config, runtime, args.steps)
-        end_to_end = timed_steps(model, optimiser, train_loader(data), config, runtime, args.steps)
+        end_to_end = timed_steps(model, optimiser, (b[:2] for b in train_loader(data)[0]), config, runtime,
+                                 args.steps)
     print(f"device {runtime.device}, {width}x{height}, batch {args.batch_size}, {args.workers} loader workers")
     print(f"loader alone: {loader_rate:.1f} samples/s")
     print(f"model only (in-memory batches): {model_rate:.2f} samples/s")

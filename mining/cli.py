@@ -94,9 +94,10 @@ def _shard_config(in_dir, out_dir, width, fps, frames_per_sample, stride, min_mo
 
 def _print_shard_summary(result: dict, out_dir: Path) -> None:
     totals, manifest = result["stats"]["totals"], result["manifest"]
-    click.echo(f"\n{'video':<32} {'status':<8} {'decoded':>8} {'kept':>6} {'samples':>8}  reason")
+    width = max([5] + [len(vid) for vid in result["stats"]["videos"]])
+    click.echo(f"\n{'video':<{width}} {'status':<8} {'decoded':>8} {'kept':>6} {'samples':>8}  reason")
     for vid, r in result["stats"]["videos"].items():
-        click.echo(f"{vid[:32]:<32} {r['status']:<8} {r['frames_decoded']:>8} {r['frames_kept']:>6} "
+        click.echo(f"{vid:<{width}} {r['status']:<8} {r['frames_decoded']:>8} {r['frames_kept']:>6} "
                    f"{r['samples']:>8}  {r['reason']}")
     minutes = totals["source_minutes"]
     per_minute = totals["samples"] / minutes if minutes else 0.0
@@ -183,6 +184,102 @@ def run(url_list, download_dir, max_height, rate_limit, cookies, retries, keep_v
     _print_shard_summary(result, config.out_dir)
     if not result["stats"]["totals"]["samples"]:
         sys.exit(1)
+
+
+def _import_options(f):
+    options = [
+        click.option("--root", type=click.Path(path_type=Path, file_okay=False), required=True,
+                     help="Dataset root folder, laid out as the dataset ships it."),
+        click.option("--width", type=click.IntRange(64), default=640, show_default=True,
+                     help="Stored width in pixels (aspect kept)."),
+        click.option("--frames", "frames_per_sample", type=click.IntRange(2, 16), default=3, show_default=True,
+                     help="Consecutive frames per sample."),
+        click.option("--stride", type=click.IntRange(1), default=None,
+                     help="Frames between neighbouring sample starts [default: frames - 1]."),
+        click.option("--min-motion-px", type=click.FloatRange(0), default=1.0, show_default=True,
+                     help="Median optical flow (stored pixels per frame) below which frames count as static."),
+        click.option("--no-motion-filter", is_flag=True,
+                     help="Keep every consecutive pair: no scene cuts, no static or duplicate dropping."),
+        click.option("--jpeg-quality", type=click.IntRange(50, 100), default=92, show_default=True,
+                     help="JPEG quality of stored frames."),
+        click.option("--shard-size-mb", type=click.FloatRange(1), default=256.0, show_default=True,
+                     help="Target shard size in megabytes."),
+        click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
+                     help="Share of sequences held out whole in OUT/val/."),
+        click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+                     help="Sequences imported in parallel, one process each."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run_import(sequences, note, out_dir, width, frames_per_sample, stride, min_motion_px, no_motion_filter,
+                jpeg_quality, shard_size_mb, val_fraction, workers):
+    from mining.shard import import_sequences
+
+    config = _shard_config(Path("."), out_dir, width, 10.0, frames_per_sample, stride, min_motion_px, 0.4, 30.0,
+                           27.0, 8.0, "0,0,0,0", jpeg_quality, shard_size_mb, val_fraction, workers)
+    with tqdm(total=len(sequences), unit="sequence", desc="import") as bar, \
+            tqdm(unit="frame", desc="frames", disable=workers > 1) as frames:
+        result = import_sequences(sequences, config, not no_motion_filter, lambda r, done: bar.update(1),
+                                  frames.update)
+    _print_shard_summary(result, out_dir)
+    for line in note:
+        click.echo(line)
+    if not result["stats"]["totals"]["samples"]:
+        sys.exit(1)
+
+
+@main.group(name="import")
+def import_group():
+    """Turn datasets on disk (KITTI raw, Cityscapes sequences) into the same shards as mined video."""
+
+
+@import_group.command(name="kitti")
+@_import_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("shards/kitti"), show_default=True,
+              help="Shard folder for the import.")
+@click.option("--split", "only_split", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Import only the drives named in this Monodepth2 split file (e.g. eigen_zhou/train_files.txt).")
+@click.option("--exclude-split", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Leave out every drive named in this test split [default: ROOT/splits/eigen/test_files.txt "
+                   "when present]. Keeps the Eigen test scenes out of pretraining.")
+def import_kitti(root, out_dir, only_split, exclude_split, **options):
+    """KITTI raw drives (image_02 and image_03 as two monocular streams, PNG or JPEG) -> shards whose
+    samples carry the calibrated intrinsics."""
+    from mining.datasets import kitti_sequences
+
+    default_exclude = Path(root) / "splits" / "eigen" / "test_files.txt"
+    exclude = exclude_split or (default_exclude if default_exclude.is_file() else None)
+    try:
+        sequences, facts = kitti_sequences(root, exclude, only_split)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error))
+    if exclude is None:
+        note = ["no Eigen test split given or found under ROOT/splits/eigen: no drive was excluded "
+                "(pass --exclude-split to keep test scenes out)"]
+    else:
+        note = [f"excluded {len(facts['excluded_drives'])} drives of {exclude} (test leakage): "
+                + (", ".join(facts["excluded_drives"]) or "none")]
+    _run_import(sequences, note, out_dir, **options)
+
+
+@import_group.command(name="cityscapes")
+@_import_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("shards/cityscapes"),
+              show_default=True, help="Shard folder for the import.")
+@click.option("--crop-bottom", type=click.FloatRange(0, 0.6), default=0.25, show_default=True,
+              help="Fraction of the image height cut from the bottom, where the ego car's hood is.")
+def import_cityscapes(root, out_dir, crop_bottom, **options):
+    """Cityscapes leftImg8bit_sequence snippets -> shards, the ego-car hood cropped."""
+    from mining.datasets import cityscapes_sequences
+
+    try:
+        sequences, _ = cityscapes_sequences(root, crop_bottom)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error))
+    _run_import(sequences, [], out_dir, **options)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Callable
 
 from geopt_io import TEMP_SUFFIX, append_jsonl, write_json_atomic
 from mining.chain import ChainConfig, VideoReport, mine_video
+from mining.datasets import Sequence, import_sequence
 from mining.download import DownloadConfig, DownloadResult, download_one, read_url_list, video_files, STATUS_FILE
 from mining.schema import safe_video_id
 from mining.shard_writer import STAGING_DIR, ShardLayout, assemble_shards
@@ -66,9 +67,10 @@ def _clean_staging(staging: Path) -> None:
             tar.unlink()
 
 
-def _mine_job(job: VideoJob, staging: Path, chain: ChainConfig) -> VideoReport:
+def _mine_job(job: VideoJob, staging: Path, chain: ChainConfig,
+              on_frame: Callable[[int], None] | None = None) -> VideoReport:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    return mine_video(job.path, job.video_id, job.source, staging, chain)
+    return mine_video(job.path, job.video_id, job.source, staging, chain, on_frame)
 
 
 def _download_and_mine(url: str, download: DownloadConfig, staging: Path, chain: ChainConfig,
@@ -97,17 +99,14 @@ def _run_pool(tasks: list, submit: Callable, workers: int, on_done: Callable) ->
                 on_done(running.pop(future), future.result())
 
 
-def shard_videos(config: ShardConfig, on_video: Callable[[VideoReport, bool], None] | None = None,
-                 on_frame: Callable[[int], None] | None = None) -> dict:
-    """Mine every video of `config.in_dir` not yet done, then rebuild the shards. Returns manifest and stats.
-
-    `on_video(report, was_done_before)` is called per video; `on_frame(n)` per decoded frame (one worker only).
-    """
-    staging = Path(config.out_dir) / STAGING_DIR
+def _mine_pending(jobs: list, work: Callable, settings: tuple, out_dir: Path, workers: int,
+                  on_video: Callable[[VideoReport, bool], None] | None,
+                  on_frame: Callable[[int], None] | None) -> None:
+    """`work(job, staging, *settings, on_frame=None) -> VideoReport` for every job (anything with a
+    `video_id`) not yet done in the staging folder, in `workers` processes; a status row for each."""
+    staging = Path(out_dir) / STAGING_DIR
     _clean_staging(staging)
-    write_json_atomic(Path(config.out_dir) / CONFIG_FILE, config)
-    jobs = find_videos(config.in_dir)
-    status_path = Path(config.out_dir) / STATUS_FILE
+    status_path = Path(out_dir) / STATUS_FILE
 
     def record(report: VideoReport, done_before: bool) -> None:
         append_jsonl(status_path, {"video_id": report.video_id, "source": report.source,
@@ -124,13 +123,47 @@ def shard_videos(config: ShardConfig, on_video: Callable[[VideoReport, bool], No
             record(VideoReport.load(done), True)
         else:
             todo.append(job)
-    if config.workers <= 1:
+    if workers <= 1:
         for job in todo:
-            record(mine_video(job.path, job.video_id, job.source, staging, config.chain, on_frame), False)
+            record(work(job, staging, *settings, on_frame=on_frame), False)
     else:
-        _run_pool(todo, lambda pool, job: pool.submit(_mine_job, job, staging, config.chain), config.workers,
+        _run_pool(todo, lambda pool, job: pool.submit(work, job, staging, *settings), workers,
                   lambda job, report: record(report, False))
+
+
+def shard_videos(config: ShardConfig, on_video: Callable[[VideoReport, bool], None] | None = None,
+                 on_frame: Callable[[int], None] | None = None) -> dict:
+    """Mine every video of `config.in_dir` not yet done, then rebuild the shards. Returns manifest and stats.
+
+    `on_video(report, was_done_before)` is called per video; `on_frame(n)` per decoded frame (one worker only).
+    """
+    jobs = find_videos(config.in_dir)
+    write_json_atomic(Path(config.out_dir) / CONFIG_FILE, config)
+    _mine_pending(jobs, _mine_job, (config.chain,), config.out_dir, config.workers, on_video, on_frame)
     return assemble_shards(config.out_dir, config.layout)
+
+
+def import_sequences(sequences: list[Sequence], config: ShardConfig, filter_motion: bool,
+                     on_video: Callable[[VideoReport, bool], None] | None = None,
+                     on_frame: Callable[[int], None] | None = None) -> dict:
+    """`geopt-mine import`: dataset sequences through the same chain and shard writer as videos."""
+    jobs = [_SequenceJob(seq.sequence_id, seq) for seq in sequences]
+    write_json_atomic(Path(config.out_dir) / CONFIG_FILE, {"import": config, "filter_motion": filter_motion})
+    _mine_pending(jobs, _import_job, (config.chain, filter_motion), config.out_dir, config.workers, on_video,
+                  on_frame)
+    return assemble_shards(config.out_dir, config.layout)
+
+
+@dataclass
+class _SequenceJob:
+    video_id: str
+    sequence: Sequence
+
+
+def _import_job(job: _SequenceJob, staging: Path, chain: ChainConfig, filter_motion: bool,
+                on_frame: Callable[[int], None] | None = None) -> VideoReport:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return import_sequence(job.sequence, staging, chain, filter_motion, on_frame)
 
 
 def download_and_shard(download: DownloadConfig, config: ShardConfig, keep_videos: bool = False,

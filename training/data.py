@@ -7,6 +7,7 @@ of the largest that fits), one colour jitter and one flip, so the pair stays geo
 
 Training streams endlessly: shards are drawn at random per rank and worker (webdataset's resampling,
 seeded by rank and worker), samples pass a shuffle buffer, and an epoch is a fixed number of batches.
+Several sources (e.g. KITTI, Cityscapes and mined video) are mixed by weight with webdataset's RandomMix.
 Corrupt shards and samples are skipped with one warning naming them.
 """
 import io
@@ -24,7 +25,7 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from mining.schema import FLOW_MEMBER, frame_member
-from training.shard_spec import expand_shards
+from training.shard_spec import expand_shards, parse_mixture
 
 log = logging.getLogger(__name__)
 _SHARD_NAME = re.compile(r"[^\s'\"<>()]+\.tar\b")
@@ -169,9 +170,9 @@ def _shard_samples(shards, handler):
     return group_by_keys(files_with_shard_ends(), handler=handler)
 
 
-def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
-    targets, sources = zip(*batch)
-    return torch.stack(targets), torch.stack(sources)
+def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    targets, sources, origins = zip(*batch)
+    return torch.stack(targets), torch.stack(sources), torch.tensor(origins)
 
 
 def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -181,23 +182,33 @@ def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return torch.stack(targets), torch.stack(sources), flow
 
 
-def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> wds.WebLoader:
-    """Endless batches (target, source), each (B, 3, H, W) uint8; `start_batch` reseeds a resumed run."""
-    urls = expand_shards(config.shards)
+def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0
+                 ) -> tuple[wds.WebLoader, list[str]]:
+    """Endless batches (target, source, origin): frames (B, 3, H, W) uint8 and the (B,) index of the data
+    source each pair came from; and the source names. Sources given with weights (see
+    `training.shard_spec.parse_mixture`) are drawn by weight. `start_batch` reseeds a resumed run."""
+    sources = parse_mixture(config.shards)
     handler = SkipOnce()
     seed = config.seed * 1_000_003 + start_batch
     workers = max(1, config.workers)
     batches_per_worker = max(1, math.ceil(config.batches_per_epoch / (world_size * workers)))
-    augment = PairAugment(replace(config, seed=seed), train=True, rank=rank)
+    streams = []
+    for index, source in enumerate(sources):
+        augment = PairAugment(replace(config, seed=seed + 31 * index), train=True, rank=rank)
+        streams.append(wds.DataPipeline(
+            wds.ResampledShards(source.shards, seed=seed + index, deterministic=True),
+            partial(_shard_samples, handler=handler),
+            wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed + index)),
+            wds.map(augment, handler=handler),
+            wds.map(lambda pair, index=index: (*pair, index)),
+        ))
+    mixed = streams[0] if len(streams) == 1 else wds.RandomMix(streams, probs=[s.weight for s in sources])
     pipeline = wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed, deterministic=True),
-        partial(_shard_samples, handler=handler),
-        wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed)),
-        wds.map(augment, handler=handler),
-        wds.batched(config.batch_size, collation_fn=_collate, partial=False),
+        mixed, wds.batched(config.batch_size, collation_fn=_collate, partial=False),
     ).with_epoch(batches_per_worker)
-    return wds.WebLoader(pipeline, batch_size=None, num_workers=config.workers,
-                         persistent_workers=config.workers > 0)
+    loader = wds.WebLoader(pipeline, batch_size=None, num_workers=config.workers,
+                           persistent_workers=config.workers > 0)
+    return loader, [s.name for s in sources]
 
 
 def val_loader(config: DataConfig) -> wds.WebLoader:

@@ -172,15 +172,17 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
                                              "motion_dim": config.motion_dim})
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
-    loader = train_loader(config.data, runtime.rank, runtime.world_size, start_batch=step)
+    loader, source_names = train_loader(config.data, runtime.rank, runtime.world_size, start_batch=step)
+    source_counts = torch.zeros(len(source_names))
     bad_in_a_row, last_scalars = 0, {}
     progress = tqdm(total=config.steps, initial=step, unit="step", desc="pretrain", disable=not runtime.is_main)
     started, samples = time.perf_counter(), 0
     train_model.train()
     while step < config.steps:
-        for target, source in loader:
+        for target, source, origin in loader:
             if step >= config.steps:
                 break
+            source_counts += torch.bincount(origin, minlength=len(source_names))
             target, source = _to_input(target, runtime), _to_input(source, runtime)
             out = _step_losses(train_model, target, source, config, runtime)
             optimiser.zero_grad(set_to_none=True)
@@ -208,10 +210,14 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
                                 "smoothness": float(out["smoothness"]), "lr": scheduler.get_last_lr()[0],
                                 "grad_norm": float(grad_norm), "samples_per_s": samples / (time.perf_counter() - started)}
                 progress.set_postfix(loss=f"{last_scalars['loss']:.4f}")
+                if len(source_names) > 1:  # share of each data source since the last log
+                    shares = source_counts / source_counts.sum()
+                    last_scalars.update({f"source/{n}": float(v) for n, v in zip(source_names, shares)})
+                    source_counts.zero_()
                 if writer:
                     for key, value in last_scalars.items():
                         if key != "step":
-                            writer.add_scalar(f"train/{key}", value, step)
+                            writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
                     append_jsonl(run_dir / "log.jsonl", last_scalars)
             if writer and (step % config.image_every == 0 or step == 1):
                 _log_images(writer, step, target, source, out)

@@ -5,13 +5,19 @@ Accepted, alone or several separated by commas or spaces:
 - ``shards/{0000..0999}.tar``: webdataset's brace form (also ``{a,b}``);
 - globs (``shards/*.tar``) and plain directories (every ``*.tar`` directly inside, sorted);
 - URLs and ``pipe:`` commands, passed through untouched after brace expansion.
+Several sources can be mixed by weight (`parse_mixture`):
+``kitti=shards/kitti/<0000..0099>.tar:0.3,youtube=shards/<0000..0999>.tar:0.7`` or a YAML file
+``sources: [{name: kitti, shards: ..., weight: 0.3}, ...]``.
 Ranges keep the zero padding of their first bound. Range members that do not exist on disk are
 dropped (a user's ``<0000..0999>`` usually covers more than was mined); a spec that matches nothing is
 an error naming it.
 """
 import glob
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from braceexpand import braceexpand
 
@@ -69,3 +75,34 @@ def _expand_one(item: str) -> list[str]:
         elif path.is_file():
             found.append(str(path))
     return found
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    shards: list[str]
+    weight: float
+
+
+_NAMED = re.compile(r"^(?P<name>[A-Za-z][\w-]*)=(?P<spec>.+?)(?::(?P<weight>\d+(?:\.\d*)?|\.\d+))?$")
+
+
+def parse_mixture(spec: str) -> list[Source]:
+    """Sources to mix and their weights; a plain spec is one source named 'data' of weight 1."""
+    path = Path(spec.strip())
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        entries = (yaml.safe_load(path.read_text()) or {}).get("sources")
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"{path}: expected 'sources:' with a list of {{name, shards, weight}}")
+        return [Source(str(e["name"]), expand_shards(str(e["shards"])), float(e.get("weight", 1.0)))
+                for e in entries]
+    parts = _split_specs(spec) if not spec.strip().startswith("pipe:") else [spec]
+    named = [_NAMED.match(p) for p in parts]
+    if not any(named):
+        return [Source("data", expand_shards(spec), 1.0)]
+    if not all(named):
+        raise ValueError(f"mix every source as name=SHARDS:WEIGHT or none: {spec!r}")
+    sources = [Source(m["name"], expand_shards(m["spec"]), float(m["weight"] or 1.0)) for m in named]
+    if len({s.name for s in sources}) != len(sources) or any(s.weight <= 0 for s in sources):
+        raise ValueError(f"source names must differ and weights be positive: {spec!r}")
+    return sources

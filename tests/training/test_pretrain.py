@@ -20,7 +20,7 @@ from training.losses import flow_loss
 from training.models import GeoPtFlowModel
 from training.pretrain import PretrainConfig, TrainingDiverged, pretrain, validate
 from training.runtime import start_runtime
-from training.shard_spec import expand_shards
+from training.shard_spec import expand_shards, parse_mixture
 from world.camera import PinholeCamera
 from world.drive import Drive, DriveSpec
 from world.render import Renderer, flow_between
@@ -69,7 +69,7 @@ def test_a_corrupt_shard_is_skipped_with_one_warning(world_shards, tmp_path, cap
     config = DataConfig(shards=f"{world_shards}/0000.tar,{broken}", width_px=128, height_px=64, batch_size=2,
                         workers=0, shuffle_buffer=2, batches_per_epoch=12)
     with caplog.at_level(logging.WARNING):
-        batches = list(train_loader(config))
+        batches = list(train_loader(config)[0])
     assert len(batches) == 12 and batches[0][0].shape == (2, 3, 64, 128)
     warnings = [r.getMessage() for r in caplog.records if "skipping corrupt" in r.getMessage()]
     assert len(warnings) == 1 and "0002.tar" in warnings[0]
@@ -79,7 +79,7 @@ def test_a_few_steps_on_one_batch_drive_the_loss_down(world_shards):
     torch.manual_seed(0)
     loader = train_loader(DataConfig(shards=str(world_shards / "0000.tar"), width_px=128, height_px=64,
                                      batch_size=4, workers=0, shuffle_buffer=1, batches_per_epoch=1))
-    target, source = (b.float() / 255 for b in next(iter(loader)))
+    target, source = (b.float() / 255 for b in next(iter(loader[0]))[:2])
     model = GeoPtFlowModel("resnet18")
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-4)
     losses = []
@@ -162,3 +162,18 @@ def test_validation_reports_end_point_error_on_world_shards(world_shards):
     scores = validate(GeoPtFlowModel("resnet18"), config, start_runtime("cpu"))
     assert scores["val/samples"] == 4 and np.isfinite(scores["val/photometric"])
     assert scores["val/epe_px"] > 0.1, "an untrained model is far from the true flow"
+
+
+def test_sources_mix_by_weight(world_shards, tmp_path):
+    spec = f"kitti={world_shards}/0000.tar:0.3,youtube={world_shards}/<0001..0009>.tar:0.7"
+    config = DataConfig(shards=spec, width_px=64, height_px=32, batch_size=50, workers=0, shuffle_buffer=4,
+                        batches_per_epoch=40)
+    loader, names = train_loader(config)
+    assert names == ["kitti", "youtube"]
+    origins = torch.cat([batch[2] for batch in loader])
+    assert len(origins) == 2000
+    assert abs(float((origins == 0).float().mean()) - 0.3) < 0.04
+    yaml_file = tmp_path / "mix.yaml"
+    yaml_file.write_text(f"sources:\n  - {{name: a, shards: '{world_shards}/0000.tar', weight: 1}}\n"
+                         f"  - {{name: b, shards: '{world_shards}/0001.tar', weight: 3}}\n")
+    assert [s.weight for s in parse_mixture(str(yaml_file))] == [1.0, 3.0]
