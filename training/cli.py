@@ -1,10 +1,11 @@
-"""`geopt-train`: geometric pretraining on shards, export of the backbone, depth evaluation."""
+"""`geopt-train`: geometric pretraining on shards, backbone export, depth transfer, evaluation, prediction."""
 from pathlib import Path
 
 import click
 
 from training.data import DataConfig
 from training.evaluate_cli import evaluate_disps_command, export_gt_command
+from training.transfer_cli import evaluate_command, predict_command, transfer_command
 from training.losses import FlowLossConfig
 
 
@@ -110,8 +111,8 @@ def export(ckpt, out, fmt):
                f"{info['format']} layout)")
 
 
-main.add_command(evaluate_disps_command)
-main.add_command(export_gt_command)
+for command in (transfer_command, evaluate_command, predict_command, evaluate_disps_command, export_gt_command):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

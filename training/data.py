@@ -157,7 +157,7 @@ class PairAugment:
         return target, source, self._true_flow(sample, crop)
 
 
-def _shard_samples(shards, handler):
+def samples_from_shards(shards, handler):
     """Shard URLs -> samples, as webdataset's tarfile_to_samples, except that a sample never spans two
     shard reads: a truncated shard's last partial sample would otherwise merge with the next read's
     first sample when both share a key (the same shard drawn twice in a row by resampling)."""
@@ -197,7 +197,7 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
         augment = PairAugment(replace(config, seed=seed + 31 * index), train=True, rank=rank)
         streams.append(wds.DataPipeline(
             wds.ResampledShards(source.shards, seed=seed + index, deterministic=True),
-            partial(_shard_samples, handler=handler),
+            partial(samples_from_shards, handler=handler),
             wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed + index)),
             wds.map(augment, handler=handler),
             wds.map(lambda pair, index=index: (*pair, index)),
@@ -217,7 +217,7 @@ def val_loader(config: DataConfig) -> wds.WebLoader:
     urls = expand_shards(config.shards)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls),
-        partial(_shard_samples, handler=SkipOnce()),
+        partial(samples_from_shards, handler=SkipOnce()),
         wds.map(PairAugment(config, train=False), handler=SkipOnce()),
         wds.batched(config.batch_size, collation_fn=_collate_with_flow, partial=True),
     )

@@ -42,7 +42,8 @@ def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, 
                               timestamps_s=[j / FRAME_RATE_HZ for j in indices], fps_out=FRAME_RATE_HZ,
                               scene_index=0, motion_px=[], crop_box=(0, 0, width_px, height_px),
                               working_size=(width_px, height_px), original_size=(width_px, height_px),
-                              extra={"intrinsics_px": camera.K.tolist()})
+                              extra={"dataset": "world", "intrinsics_normalised":
+                                     (camera.K / [[width_px], [height_px], [1]]).tolist()})
             write_sample(tar, sample_dict(sample_key(video_id, indices[0]), [jpegs[j] for j in indices], meta,
                                           buffer.getvalue()))
     return samples

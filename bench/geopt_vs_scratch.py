@@ -1,0 +1,233 @@
+"""The seed's claim, closed on the world: does geometric pretraining on mined video beat training depth
+from scratch (and ImageNet init, when its weights are in the local torch cache) at equal budget?
+
+    python bench/geopt_vs_scratch.py --quick        # ~15 min on 2 cores, tiny budget, no claim made
+    python bench/geopt_vs_scratch.py                # the real run (hours on a CPU; minutes on a GPU)
+
+Every step goes through the user's commands: `geopt-world` renders internet-like videos and a KITTI-style
+tree (its test drives are never mined nor trained on), the videos are served on 127.0.0.1 and mined by
+`geopt-mine download` and `shard`, `geopt-train pretrain` + `export` make the GeoPt backbone, `geopt-train transfer` (M mode)
+trains depth from each init with the same budget on all and on 10 % of the training split (few-shot),
+and `geopt-train evaluate` scores each on the Eigen-style test split. Writes the table, learning curves
+and depth pictures under --out (default docs/) and prints the table.
+"""
+import argparse
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+HEADER = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ<1.25", "δ<1.25²", "δ<1.25³")
+
+
+@dataclass(frozen=True)
+class Budget:
+    videos: int
+    video_s: float
+    pretrain_steps: int
+    transfer_steps: int
+    train_drives: int
+    test_drives: int
+    frames_per_drive: int
+    size: str = "320x96"
+    batch_size: int = 4
+
+
+QUICK = Budget(videos=3, video_s=10.0, pretrain_steps=120, transfer_steps=80, train_drives=4, test_drives=2,
+               frames_per_drive=24)
+FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
+              frames_per_drive=60)
+
+
+def run(command: list[str], log: Path) -> None:
+    """Run a GeoPt command (its full output appended to `log`), print what it made (its last line), and
+    stop with its tail if it fails."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = log.stat().st_size if log.exists() else 0
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(command)}\n")
+        out.flush()
+        done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    lines = [line for line in log.read_text()[start:].replace("\r", "\n").splitlines()
+             if line.strip() and "it/s]" not in line and "/s]" not in line]
+    if done.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n" + "\n".join(lines[-20:]))
+    name = command[0].split(".")[0].replace("training", "geopt-train").replace("mining", "geopt-mine")
+    print(f"  {name.replace('world', 'geopt-world')} {command[1]}: {lines[-1] if lines else 'done'}", flush=True)
+
+
+def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def imagenet_cached() -> bool:
+    import torch
+    return any((Path(torch.hub.get_dir()) / "checkpoints").glob("resnet18-*.pth"))
+
+
+def curve(log_path: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """Training loss against step for every run, drawn with OpenCV (no plotting library needed)."""
+    width, height, margin = 800, 420, 50
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    points = [p for c in curves.values() for p in c]
+    if not points:
+        return
+    max_step = max(p[0] for p in points)
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    colours = [(200, 80, 30), (30, 30, 200), (40, 160, 40), (150, 40, 150), (0, 140, 200), (90, 90, 90)]
+    cv2.rectangle(canvas, (margin, margin // 2), (width - margin // 2, height - margin), (0, 0, 0), 1)
+    for i, (name, points_i) in enumerate(curves.items()):
+        xy = np.array([[margin + (s / max_step) * (width - 1.5 * margin),
+                        height - margin - (v - low) / max(high - low, 1e-9) * (height - 1.5 * margin)]
+                       for s, v in points_i], np.int32)
+        cv2.polylines(canvas, [xy], False, colours[i % len(colours)], 2, cv2.LINE_AA)
+        cv2.putText(canvas, name, (margin + 10, margin + 18 * i + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    colours[i % len(colours)], 1, cv2.LINE_AA)
+    cv2.putText(canvas, f"training loss vs step (0..{max_step}); {low:.3f}..{high:.3f}", (margin, height - 15),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), canvas)
+
+
+def depth_figure(kitti: Path, predictions: dict[str, Path], path: Path, count: int = 3) -> None:
+    """Rows: test images, then each model's predicted disparity (brighter = nearer)."""
+    from training.kitti import image_path, read_split_file
+
+    entries = read_split_file(kitti / "splits" / "eigen" / "test_files.txt")[:count]
+    images = [cv2.imread(str(image_path(kitti, e))) for e in entries]
+    h, w = images[0].shape[:2]
+    rows = [np.concatenate(images, axis=1)]
+    for name, folder in predictions.items():
+        disps = np.load(folder / "disparities.npy")[:count]
+        tiles = []
+        for disp in disps:
+            scaled = cv2.resize(disp / np.percentile(disp, 95), (w, h)).clip(0, 1)
+            tile = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+            cv2.putText(tile, name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(tile)
+        rows.append(np.concatenate(tiles, axis=1))
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0))
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| init | training data | " + " | ".join(HEADER) + " |", "|---|---|" + "---|" * len(HEADER)]
+    for name, errors in results.items():
+        init, fraction = name.split("@")
+        lines.append(f"| {init} | {fraction} | " + " | ".join(f"{errors[k]:.3f}" for k in ERRORS) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny budget (~15 min on 2 cores); no claim made")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "experiment", help="working folder")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where results.md and figures go")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = parser.parse_args()
+    budget = QUICK if args.quick else FULL
+    work, out = args.work, args.out
+    if work.exists() and any(work.iterdir()) and not (work / "commands.log").is_file():
+        sys.exit(f"{work} holds files this experiment did not make; choose another --work")
+    shutil.rmtree(work, ignore_errors=True)  # a previous run of this experiment: start clean
+    work.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    log = work / "commands.log"
+    timings, started = {}, time.perf_counter()
+
+    def phase(name: str):
+        timings[name] = time.perf_counter()
+
+    phase("world")
+    run(["world.cli", "kitti", "--out", str(work / "kitti"), "--train-drives", str(budget.train_drives),
+         "--test-drives", str(budget.test_drives), "--frames", str(budget.frames_per_drive), "--size", "640x192",
+         "--seed", "9000"], log)
+    run(["world.cli", "render", "--out", str(work / "videos"), "--videos", str(budget.videos), "--duration",
+         str(budget.video_s), "--seed", "100"], log)
+    phase("mining")
+    server, base = serve(work / "videos")
+    try:
+        urls = work / "urls.txt"
+        urls.write_text("".join(f"{base}/{p.name}\n" for p in sorted((work / "videos").glob("*.mp4"))))
+        run(["mining.cli", "download", "--list", str(urls), "--downloads", str(work / "downloads")], log)
+        run(["mining.cli", "shard", "--in", str(work / "downloads"), "--out", str(work / "shards"),
+             "--workers", "2"], log)
+    finally:
+        server.shutdown()
+    phase("pretrain")
+    common = ["--device", args.device, "--size", budget.size, "--batch-size", str(budget.batch_size)]
+    run(["training.cli", "pretrain", "--shards", str(work / "shards" / "<0000..0999>.tar"),
+         "--run-dir", str(work / "pretrain"), "--steps", str(budget.pretrain_steps), "--workers", "1",
+         "--warmup-steps", str(max(1, budget.pretrain_steps // 20)), *common], log)
+    run(["training.cli", "export", "--ckpt", str(work / "pretrain" / "last.pt"), "--out", str(work / "backbone.pth")],
+        log)
+    phase("transfer")
+    inits = {"geopt": f"geopt:{work / 'backbone.pth'}", "scratch": "scratch"}
+    if imagenet_cached():
+        inits["imagenet"] = "imagenet"
+    results, curves, predictions = {}, {}, {}
+    for fraction in (1.0, 0.1):
+        for name, init in inits.items():
+            key = f"{name}@{'all' if fraction == 1.0 else '10%'}"
+            run_dir = work / "transfer" / key.replace("@", "_").replace("%", "pc")
+            run(["training.cli", "transfer", "--data", f"kitti:{work / 'kitti'}", "--split", "eigen_zhou",
+                 "--mode", "M", "--init", init, "--run-dir", str(run_dir), "--steps", str(budget.transfer_steps),
+                 "--train-fraction", str(fraction), "--workers", "1", "--log-every", "5", "--seed", "0", *common], log)
+            scores = work / f"{run_dir.name}.json"
+            run(["training.cli", "evaluate", "--data", f"kitti:{work / 'kitti'}", "--split", "eigen",
+                 "--ckpt", str(run_dir / "last.pt"), "--device", args.device, "--out", str(scores)], log)
+            results[key] = json.loads(scores.read_text())["errors"]
+            curves[key] = curve(run_dir / "log.jsonl")
+            if fraction == 1.0:
+                predictions[name] = work / "predictions" / name
+                run(["training.cli", "predict", "--ckpt", str(run_dir / "last.pt"), "--data", f"kitti:{work / 'kitti'}",
+                     "--split", "eigen", "--device", args.device, "--out", str(predictions[name])], log)
+    phase("end")
+    minutes = {name: (timings[nxt] - timings[name]) / 60 for name, nxt in
+               zip(["world", "mining", "pretrain", "transfer"], ["mining", "pretrain", "transfer", "end"])}
+    plot_curves(curves, out / "learning_curves.png")
+    depth_figure(work / "kitti", predictions, out / "depth_examples.png")
+    text = table(results)
+    gains = []
+    for fraction in ("all", "10%"):
+        geopt, scratch = results[f"geopt@{fraction}"]["abs_rel"], results[f"scratch@{fraction}"]["abs_rel"]
+        gains.append(f"GeoPt vs scratch Abs Rel on {fraction} of the data: {geopt:.3f} vs {scratch:.3f} "
+                     f"({(scratch - geopt) / scratch:+.1%})")
+    mode = "--quick (tiny budget: no claim is made from these numbers)" if args.quick else "full budget"
+    report = "\n".join([
+        f"# GeoPt vs scratch on the world ({mode})", "",
+        f"Command: `python bench/geopt_vs_scratch.py{' --quick' if args.quick else ''}` "
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, device {args.device}).", "",
+        f"Budget: {budget.videos} mined videos of {budget.video_s:.0f} s, pretraining {budget.pretrain_steps} steps, "
+        f"depth transfer (M mode) {budget.transfer_steps} steps per run at {budget.size}, batch {budget.batch_size}; "
+        f"{budget.train_drives} training drives and {budget.test_drives} unseen test drives of "
+        f"{budget.frames_per_drive} frames.", "",
+        text, "", *[f"- {g}" for g in gains], "",
+        "Time: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items())
+        + f"; total {(time.perf_counter() - started) / 60:.1f} min.", "",
+        "![learning curves](learning_curves.png)", "", "![depth examples](depth_examples.png)", ""])
+    (out / "results.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
