@@ -45,7 +45,7 @@ class Budget:
     batch_size: int = 4
 
 
-QUICK = Budget(videos=3, video_s=10.0, pretrain_steps=120, transfer_steps=80, train_drives=4, test_drives=2,
+QUICK = Budget(videos=3, video_s=10.0, pretrain_steps=60, transfer_steps=50, train_drives=4, test_drives=2,
                frames_per_drive=24)
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
@@ -60,18 +60,21 @@ def run(command: list[str], log: Path) -> None:
         out.write(f"\n$ {' '.join(command)}\n")
         out.flush()
         done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    lines = [line for line in log.read_text()[start:].replace("\r", "\n").splitlines()
-             if line.strip() and "it/s]" not in line and "/s]" not in line]
+    output = log.read_bytes()[start:].decode(errors="replace")
+    lines = [line for line in output.replace("\r", "\n").splitlines() if line.strip() and "/s]" not in line]
     if done.returncode:
         sys.exit(f"failed: {' '.join(command)}\n" + "\n".join(lines[-20:]))
     name = command[0].split(".")[0].replace("training", "geopt-train").replace("mining", "geopt-mine")
     print(f"  {name.replace('world', 'geopt-world')} {command[1]}: {lines[-1] if lines else 'done'}", flush=True)
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -118,7 +121,7 @@ def depth_figure(kitti: Path, predictions: dict[str, Path], path: Path, count: i
     h, w = images[0].shape[:2]
     rows = [np.concatenate(images, axis=1)]
     for name, folder in predictions.items():
-        disps = np.load(folder / "disparities.npy")[:count]
+        disps = np.load(folder / "disps.npy")[:count]
         tiles = []
         for disp in disps:
             scaled = cv2.resize(disp / np.percentile(disp, 95), (w, h)).clip(0, 1)
@@ -200,7 +203,8 @@ def main() -> None:
             if fraction == 1.0:
                 predictions[name] = work / "predictions" / name
                 run(["training.cli", "predict", "--ckpt", str(run_dir / "last.pt"), "--data", f"kitti:{work / 'kitti'}",
-                     "--split", "eigen", "--device", args.device, "--out", str(predictions[name])], log)
+                     "--split", "eigen", "--save-npy", "--device", args.device, "--out", str(predictions[name])],
+                    log)
     phase("end")
     minutes = {name: (timings[nxt] - timings[name]) / 60 for name, nxt in
                zip(["world", "mining", "pretrain", "transfer"], ["mining", "pretrain", "transfer", "end"])}

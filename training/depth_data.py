@@ -14,17 +14,23 @@ all frames (which swaps the side of the stereo partner, hence the baseline's sig
 
 Data sources are written 'kitti:PATH' (a KITTI raw root with splits/<split>/train_files.txt) or
 'shards:SPEC' (mined triplets, see `mining.schema`; SPEC as `training.shard_spec.expand_shards` reads it).
+
+Frames to predict come from image files (`read_rgb`) or videos, which ffmpeg decodes and encodes through
+pipes one frame at a time (`probe_video`, `read_video_frames`, `write_h264`), so no video is ever held whole.
 """
 import json
 import logging
 import math
 import random
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
+import ffmpeg
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
@@ -32,6 +38,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import ColorJitter
 
+from geopt_io import atomic_path
 from mining.schema import META_EXTENSION, frame_member
 from training.data import SkipOnce, samples_from_shards
 from training.depth_losses import stereo_transform
@@ -75,7 +82,8 @@ class LoaderConfig:
     seed: int = 0
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB; ValueError naming the file if it cannot be decoded."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read image {path}")
@@ -86,9 +94,14 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb).transpose(2, 0, 1).copy()).float().div_(255)
 
 
+def frame_tensor(rgb: np.ndarray, width_px: int, height_px: int) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, height_px, width_px) float32 in 0..1 (area interpolation, aspect not kept)."""
+    return _to_tensor(cv2.resize(rgb, (width_px, height_px), interpolation=cv2.INTER_AREA))
+
+
 def load_image(path: Path, width_px: int, height_px: int) -> torch.Tensor:
     """An image file -> (3, H, W) float32 in 0..1 at the given size (area interpolation)."""
-    return _to_tensor(cv2.resize(_read_rgb(path), (width_px, height_px), interpolation=cv2.INTER_AREA))
+    return frame_tensor(read_rgb(path), width_px, height_px)
 
 
 def random_jitter() -> tuple:
@@ -306,3 +319,113 @@ def training_batches(config: LoaderConfig, rank: int = 0, world_size: int = 1, s
     if config.mode != "M":
         raise ValueError(f"shards hold monocular video only: mode must be M, got {config.mode}")
     return _shard_batches(config, value, start_batch)
+
+
+# --- videos for prediction ---------------------------------------------------------------------------
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+FFMPEG_QUIET = ("-loglevel", "error", "-nostdin")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """The first video stream of a file as decoding yields it."""
+
+    width_px: int
+    height_px: int
+    """As displayed: ffmpeg applies a rotation tag while decoding, so a 90 degree one swaps the coded sizes."""
+    frame_rate: str
+    """ffprobe's average rate as a fraction, e.g. '30000/1001'."""
+    frame_count: int | None
+    """What the container states; None when it does not (only decoding then counts the frames)."""
+
+
+def _last_line(stderr: bytes | None) -> str:
+    lines = (stderr or b"").decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no message from ffmpeg"
+
+
+def _rotation_deg(stream: dict) -> int:
+    for side_data in stream.get("side_data_list", []):
+        if "rotation" in side_data:
+            return int(float(side_data["rotation"]))
+    return int(float(stream.get("tags", {}).get("rotate", 0)))
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """ffprobe's view of `path`; ValueError (one line naming the file) if it holds no readable video."""
+    try:
+        probe = ffmpeg.probe(str(path), select_streams="v:0")
+    except ffmpeg.Error as error:
+        message = _last_line(error.stderr).removeprefix(f"{path}: ")
+        raise ValueError(f"cannot read video {path}: {message}") from None
+    if not probe.get("streams"):
+        raise ValueError(f"cannot read video {path}: no video stream")
+    stream = probe["streams"][0]
+    width, height = int(stream["width"]), int(stream["height"])
+    if _rotation_deg(stream) % 180:
+        width, height = height, width
+    rate = stream.get("avg_frame_rate", "0/0")
+    if rate.startswith("0") or rate.endswith("/0"):
+        rate = stream.get("r_frame_rate", "25/1")
+    count = stream.get("nb_frames")
+    return VideoInfo(width, height, rate, int(count) if count and count.isdigit() else None)
+
+
+def read_video_frames(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
+    """(H, W, 3) uint8 RGB frames of `path`, each decoded frame once (no frames duplicated or dropped to
+    reach a constant rate), read one at a time from ffmpeg's pipe; ValueError if decoding fails."""
+    frame_bytes = info.width_px * info.height_px * 3
+    command = (ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24", vsync="passthrough")
+               .global_args(*FFMPEG_QUIET).compile())
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty decoder cannot block on it
+        decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            while len(data := decoder.stdout.read(frame_bytes)) == frame_bytes:
+                yield np.frombuffer(data, np.uint8).reshape(info.height_px, info.width_px, 3)
+            returncode = decoder.wait()
+        finally:
+            if decoder.poll() is None:
+                decoder.kill()
+                decoder.wait()
+            decoder.stdout.close()
+        stderr.seek(0)
+        if returncode != 0 or data:
+            raise ValueError(f"cannot decode video {path}: {_last_line(stderr.read())}")
+
+
+def write_h264(path: Path, frames: Iterable[np.ndarray], frame_rate: str, crf: int = 18) -> int:
+    """Encode (H, W, 3) uint8 RGB frames of one size into an H.264 mp4 at `frame_rate`; returns their count.
+
+    The frames stream into ffmpeg through a pipe; an odd side gains one black row or column (yuv420p
+    needs even sizes). The file appears under `path` only when complete (`geopt_io.atomic_path`).
+    """
+    count, encoder = 0, None
+    with atomic_path(Path(path)) as tmp, tempfile.TemporaryFile() as stderr:
+        try:
+            for frame in frames:
+                if encoder is None:
+                    height, width = frame.shape[:2]
+                    command = (ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                                            framerate=frame_rate)
+                               .filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+                               .output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
+                                       preset="veryfast", movflags="+faststart")
+                               .global_args(*FFMPEG_QUIET).overwrite_output().compile())
+                    encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=stderr)
+                encoder.stdin.write(np.ascontiguousarray(frame).tobytes())
+                count += 1
+            if encoder is None:
+                raise ValueError(f"no frames to encode into {path}")
+            encoder.stdin.close()
+            failed = encoder.wait() != 0
+        except BrokenPipeError:
+            failed = True
+        finally:
+            if encoder is not None and encoder.poll() is None:
+                encoder.kill()
+                encoder.wait()
+        if failed:
+            stderr.seek(0)
+            raise RuntimeError(f"ffmpeg could not encode {path}: {_last_line(stderr.read())}")
+    return count

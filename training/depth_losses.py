@@ -11,12 +11,11 @@ mean-normalised disparity, divided by 2^scale, is added at each scale's own size
 
 Stereo: the partner camera's pose is known, a translation of `KITTI_STEREO_BASELINE_M` (0.54 m) along x.
 Monodepth2 uses 0.1 units instead and so learns depth in units of 5.4 m, which is why its stereo models
-are scaled by 5.4 at evaluation. With metres here, S and MS models predict metric depth and their stereo
-scale factor is 1. Everything else stays Monodepth2's: the depth range 0.1..100 is now metres (Monodepth2's
-0.1..100 units are 0.54..540 m), so the sigmoid works closer to 0 for the same scene (80 m is a sigmoid of
-2.5e-4 here, 5.8e-3 there), and in MS the ~1 m translations between frames come out of the 0.01-scaled
-pose decoder as raw values 5.4x larger. Both are things the networks adapt to, not changes to the loss;
-M alone learns depth up to scale and is unaffected.
+are scaled by 5.4 at evaluation. Here the baseline is in metres and stereo-supervised models keep
+Monodepth2's depth range of 0.1..100 of its units, written in metres: 0.54..540 m (`depth_range_m`). S and
+MS therefore start and train as Monodepth2's do and predict metric depth, with a stereo scale factor of 1.
+In MS the ~1 m translations between frames come out of the 0.01-scaled pose decoder as raw values 5.4x
+larger than Monodepth2's, which the pose network adapts to. M alone learns depth up to scale, in 0.1..100.
 """
 from dataclasses import dataclass
 
@@ -37,6 +36,25 @@ class DepthLossConfig:
     automask: bool = True
     min_depth: float = MIN_DEPTH
     max_depth: float = MAX_DEPTH
+
+
+MONODEPTH2_STEREO_BASELINE = 0.1
+"""Monodepth2's stereo baseline in its own depth unit; ours is `KITTI_STEREO_BASELINE_M` metres."""
+
+
+def depth_range_m(stereo: bool) -> tuple[float, float]:
+    """(min, max) depth of the sigmoid disparity (`disp_to_depth`) for a model trained with or without stereo.
+
+    Without stereo the unit is arbitrary: Monodepth2's 0.1..100. With stereo Monodepth2's unit is
+    0.54 m / 0.1 = 5.4 m, so its range is 0.54..540 m, and so is ours. A fresh network (sigmoid 0.5) then
+    starts at 1.08 m, a stereo disparity of 29 % of the image width as in Monodepth2; 0.1..100 m would
+    start it at 0.2 m, 157 % of the width, where every warped pixel falls outside the partner image, the
+    reprojection has no gradient, auto-masking drops every pixel and S training never starts.
+    """
+    if not stereo:
+        return MIN_DEPTH, MAX_DEPTH
+    unit_m = KITTI_STEREO_BASELINE_M / MONODEPTH2_STEREO_BASELINE
+    return MIN_DEPTH * unit_m, MAX_DEPTH * unit_m
 
 
 def intrinsics_matrices(K_normalised: torch.Tensor, width_px: int, height_px: int

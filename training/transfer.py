@@ -15,10 +15,18 @@ loss or gradient is not finite is skipped; `nan_patience` in a row stop the run.
 Evaluation is Monodepth2's (`training.evaluation`): per-image median scaling for M models; S and MS models
 are scored as they predict (Monodepth2 turns median scaling off for every stereo-supervised model and
 multiplies by 5.4 for its 0.1-unit baseline; ours is 0.54 m, so the factor is 1, see `training.depth_losses`).
+
+Prediction pictures a frame beside its disparity in magma, from its minimum to its 95th percentile, as
+Monodepth2's test_simple shows it: PNGs for images, an H.264 mp4 for a video, streamed frame by frame.
 """
+import contextlib
+import itertools
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -28,11 +36,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from geopt_io import append_jsonl, write_bytes_atomic, write_json_atomic
-from training.depth_data import (FRAME_IDS, LoaderConfig, fov_intrinsics, load_image, parse_data_spec,
-                                 training_batches)
-from training.depth_losses import DepthLossConfig, depth_loss
-from training.depth_models import MAX_DEPTH, MIN_DEPTH, DepthAndPose, DepthNet, disp_to_depth, load_resnet_weights
+from geopt_io import append_jsonl, atomic_path, write_bytes_atomic, write_json_atomic
+from training.depth_data import (FRAME_IDS, LoaderConfig, VideoInfo, fov_intrinsics, frame_tensor, parse_data_spec,
+                                 read_rgb, read_video_frames, training_batches, write_h264)
+from training.depth_losses import DepthLossConfig, depth_loss, depth_range_m
+from training.depth_models import DepthAndPose, DepthNet, disp_to_depth, load_resnet_weights
 from training.evaluation import evaluate_disparities
 from training.export import encoder_state_dict
 from training.geometry import KITTI_K_NORMALISED
@@ -84,6 +92,11 @@ class TransferConfig:
     seed: int = 0
     resume: bool = False
 
+    def loss_config(self) -> DepthLossConfig:
+        """Monodepth2's loss, in the depth range of this mode (`depth_range_m`)."""
+        min_depth, max_depth = depth_range_m(stereo="s" in FRAME_IDS[self.mode])
+        return DepthLossConfig(min_depth=min_depth, max_depth=max_depth)
+
     def loader_config(self) -> LoaderConfig:
         return LoaderConfig(data=self.data, split=self.split, mode=self.mode, width_px=self.width_px,
                             height_px=self.height_px, batch_size=self.batch_size, workers=self.workers,
@@ -99,8 +112,6 @@ def check_config(config: TransferConfig) -> None:
         raise ValueError(f"intrinsics must be fixed or learned, got {config.intrinsics!r}")
     if config.intrinsics == "learned" and config.mode == "S":
         raise ValueError("learned intrinsics need frames -1 and +1: use mode M or MS")
-    if kind == "shards" and config.intrinsics == "fixed" and config.fov_deg is None:
-        raise ValueError("shards have no calibration: give fov_deg or use learned intrinsics")
     if config.fov_deg is not None and not 0 < config.fov_deg < 180:
         raise ValueError(f"fov_deg must be between 0 and 180, got {config.fov_deg}")
     if config.width_px % 32 or config.height_px % 32:
@@ -198,9 +209,12 @@ def _step_losses(model, batch: dict, config: TransferConfig, runtime: Runtime) -
     transforms = {f: T.float() for f, T in out["poses"].items()}
     if "stereo_T" in batch:
         transforms["s"] = batch["stereo_T"]
+    if config.intrinsics == "fixed" and "K" not in batch:
+        raise ValueError("these shard samples carry no known intrinsics: give fov_deg (--fov-deg) or use "
+                         "learned intrinsics (--intrinsics learned)")
     K = out["K"].float() if config.intrinsics == "learned" else batch["K"]
     frames = batch["frames"]
-    losses = depth_loss(frames[0], {f: frames[f] for f in transforms}, transforms, disps, K, DepthLossConfig())
+    losses = depth_loss(frames[0], {f: frames[f] for f in transforms}, transforms, disps, K, config.loss_config())
     return {**losses, "disp": disps[0].detach(), "K": K.detach()}
 
 
@@ -259,13 +273,15 @@ def _transfer(config: TransferConfig, runtime: Runtime) -> dict:
         train_model = DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
 
+    loss_config = config.loss_config()
+
     def checkpoint() -> None:
         if runtime.is_main:
             save_checkpoint(last, {"kind": CHECKPOINT_KIND, "step": step, "model": unwrap(model).state_dict(),
                                    "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                                    "rng": rng_state(), "config": asdict(config), "arch": config.arch,
                                    "mode": config.mode, "width_px": config.width_px, "height_px": config.height_px,
-                                   "min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH})
+                                   "min_depth": loss_config.min_depth, "max_depth": loss_config.max_depth})
 
     batches = training_batches(config.loader_config(), runtime.rank, runtime.world_size, start_batch=step)
     writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
@@ -337,30 +353,49 @@ def _device(device: str) -> torch.device:
                         "cpu" if device == "auto" else device)
 
 
-@torch.no_grad()
+class DepthPredictor:
+    """The depth network of a transfer checkpoint, fed frames resized to `size` (W, H), by default the
+    training size, without keeping their aspect (as Monodepth2's test_simple does)."""
+
+    def __init__(self, checkpoint: Path | dict, size: tuple[int, int] | None = None, device: str = "auto"):
+        state = read_transfer_checkpoint(checkpoint)
+        self.width_px, self.height_px = size or (state["width_px"], state["height_px"])
+        if self.width_px % 32 or self.height_px % 32:
+            raise ValueError(f"size {self.width_px}x{self.height_px}: both sides must be multiples of 32")
+        self.depth_range_m = (state["min_depth"], state["max_depth"])
+        self.device = _device(device)
+        self.net = DepthNet(state["arch"])
+        self.net.load_state_dict({k[len("depth."):]: v for k, v in state["model"].items() if k.startswith("depth.")})
+        self.net.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, frames_rgb: list[np.ndarray]) -> np.ndarray:
+        """(H, W, 3) uint8 RGB frames of any sizes -> (N, height_px, width_px) float32 scaled disparities
+        (`disp_to_depth`'s first output: 1 / depth in metres for S and MS models)."""
+        batch = torch.stack([frame_tensor(rgb, self.width_px, self.height_px) for rgb in frames_rgb])
+        scaled, _ = disp_to_depth(self.net(batch.to(self.device))[0], *self.depth_range_m)
+        return scaled[:, 0].float().cpu().numpy()
+
+
+def predict_stream(predictor: DepthPredictor, frames: Iterable[np.ndarray], batch_size: int = 8
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(frame, its disparity) for each of `frames`, predicted `batch_size` at a time; holds one batch."""
+    frames = iter(frames)
+    while batch := list(itertools.islice(frames, batch_size)):
+        yield from zip(batch, predictor(batch))
+
+
 def predict_disparities(checkpoint: Path | dict, images: list[Path] | list[SplitEntry],
                         size: tuple[int, int] | None = None, kitti_root: Path | None = None, batch_size: int = 8,
                         device: str = "auto") -> np.ndarray:
-    """(N, H, W) float32 scaled disparities (`disp_to_depth`'s first output, 1 / depth in metres for S and
-    MS models) of image files or KITTI split entries (with `kitti_root`), at `size` (W, H), by default
-    the training size."""
-    state = read_transfer_checkpoint(checkpoint)
-    width_px, height_px = size or (state["width_px"], state["height_px"])
-    if width_px % 32 or height_px % 32:
-        raise ValueError(f"size {width_px}x{height_px}: both sides must be multiples of 32")
+    """(N, H, W) float32 scaled disparities (see `DepthPredictor`) of image files or KITTI split entries
+    (with `kitti_root`), at `size` (W, H), by default the training size."""
     paths = [image_path(kitti_root, item) if isinstance(item, SplitEntry) else Path(item) for item in images]
     if not paths:
         raise ValueError("no images to predict")
-    net = DepthNet(state["arch"])
-    net.load_state_dict({k[len("depth."):]: v for k, v in state["model"].items() if k.startswith("depth.")})
-    torch_device = _device(device)
-    net.to(torch_device).eval()
-    disps = []
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([load_image(p, width_px, height_px) for p in paths[start:start + batch_size]])
-        scaled, _ = disp_to_depth(net(batch.to(torch_device))[0], state["min_depth"], state["max_depth"])
-        disps.append(scaled[:, 0].float().cpu().numpy())
-    return np.concatenate(disps)
+    frames = (read_rgb(path) for path in paths)
+    pairs = predict_stream(DepthPredictor(checkpoint, size, device), frames, batch_size)
+    return np.stack([disp for _, disp in pairs])
 
 
 def evaluation_scaling(mode: str) -> str:
@@ -388,16 +423,82 @@ def evaluate_checkpoint(checkpoint_path: Path | dict, kitti_root: Path, split: s
     return evaluate_disparities(disps, gt_depths_m, median_scaling=scaling == "median")
 
 
-def save_depth_images(disps: np.ndarray, out_dir: Path, names: list[str] | None = None) -> list[Path]:
-    """Write each (H, W) disparity of (N, H, W) `disps` as OUT/<name>_disp.png in magma; returns the paths."""
-    names = names or [f"{i:06d}" for i in range(len(disps))]
-    if len(names) != len(disps):
-        raise ValueError(f"{len(names)} names for {len(disps)} disparity maps")
-    paths = []
-    for name, disp in zip(names, disps):
-        ok, encoded = cv2.imencode(".png", colourise_disparity(disp)[..., ::-1])
-        assert ok, "OpenCV could not encode a PNG"
-        path = Path(out_dir) / f"{name}_disp.png"
-        write_bytes_atomic(path, encoded.tobytes())
-        paths.append(path)
-    return paths
+def side_by_side(rgb: np.ndarray, disp: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame and its (h, w) disparity -> (H, 2 W, 3) uint8 RGB: the frame, then the
+    disparity resized to it (bilinear) and coloured by `colourise_disparity`, as Monodepth2's test_simple."""
+    resized = cv2.resize(disp, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.concatenate([rgb, colourise_disparity(resized)], axis=1)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    assert ok, "OpenCV could not encode a PNG"
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+@contextlib.contextmanager
+def disparity_stack(path: Path) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yield `append`, which takes (h, w) disparities one at a time; on exit write them to `path` as one
+    (N, h, w) float32 .npy. They wait in a temporary file meanwhile, so a whole video is never in memory."""
+    shape, count = None, 0
+    with tempfile.TemporaryFile(dir=Path(path).parent) as raw:
+        def append(disp: np.ndarray) -> None:
+            nonlocal shape, count
+            assert shape in (None, disp.shape), f"disparity of shape {disp.shape} after {shape}"
+            shape, count = disp.shape, count + 1
+            raw.write(np.ascontiguousarray(disp, dtype="<f4").tobytes())
+
+        yield append
+        raw.seek(0)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (count, *(shape or (0, 0)))}
+            np.lib.format.write_array_header_1_0(f, header)
+            shutil.copyfileobj(raw, f)
+
+
+def predict_images(predictor: DepthPredictor, paths: list[Path], out_dir: Path, names: list[str],
+                   batch_size: int = 8, npy: str = "none", progress: Callable[[int], None] | None = None) -> None:
+    """Write OUT/<name>_depth.png for each image: the image beside its coloured disparity (`side_by_side`).
+
+    `npy` 'each' also writes OUT/<name>_disp.npy, the (h, w) scaled disparity at the network size (as
+    Monodepth2's test_simple); 'stack' writes OUT/disps.npy, all of them as (N, h, w) in order (as its
+    evaluate_depth --save_pred_disps, for ``geopt-train evaluate-disps``); 'none' writes neither.
+    """
+    assert len(names) == len(paths) and npy in ("none", "each", "stack")
+    out_dir = Path(out_dir)
+    with contextlib.ExitStack() as stack:
+        append = stack.enter_context(disparity_stack(out_dir / "disps.npy")) if npy == "stack" else None
+        pairs = predict_stream(predictor, (read_rgb(path) for path in paths), batch_size)
+        for name, (rgb, disp) in zip(names, pairs):
+            _write_png(out_dir / f"{name}_depth.png", side_by_side(rgb, disp))
+            if npy == "each":
+                _write_npy(out_dir / f"{name}_disp.npy", disp)
+            elif append is not None:
+                append(disp)
+            if progress:
+                progress(1)
+
+
+def predict_video(predictor: DepthPredictor, path: Path, info: VideoInfo, out_path: Path, batch_size: int = 8,
+                  npy_path: Path | None = None, progress: Callable[[int], None] | None = None) -> int:
+    """Write `out_path`, an H.264 mp4 of every frame of the video `path` beside its coloured disparity, at
+    the video's frame rate; with `npy_path` also its (frames, h, w) scaled disparities. Frames stream
+    from decoder to encoder a batch at a time. Returns the number of frames."""
+    with contextlib.ExitStack() as stack:
+        frames = stack.enter_context(contextlib.closing(read_video_frames(path, info)))
+        append = stack.enter_context(disparity_stack(npy_path)) if npy_path is not None else None
+
+        def pictures() -> Iterator[np.ndarray]:
+            for rgb, disp in predict_stream(predictor, frames, batch_size):
+                if append is not None:
+                    append(disp)
+                if progress:
+                    progress(1)
+                yield side_by_side(rgb, disp)
+
+        return write_h264(out_path, pictures(), info.frame_rate)

@@ -7,11 +7,12 @@ import pickle
 from pathlib import Path
 
 import click
-import numpy as np
+from tqdm import tqdm
 
-from geopt_io import atomic_path, write_json_atomic
+from geopt_io import write_json_atomic
+from training.depth_data import VIDEO_EXTENSIONS, probe_video
 from training.evaluation import format_table, summarize_ratios
-from training.kitti import IMAGE_EXTENSIONS, read_split_file
+from training.kitti import IMAGE_EXTENSIONS, image_path, read_split_file
 
 KITTI_PREFIX = "kitti:"
 
@@ -145,59 +146,101 @@ def evaluate_command(data, split, ckpt, scaling, batch_size, device, out_path):
         click.echo(f"wrote {out_path}")
 
 
-def _image_files(items: tuple[Path, ...]) -> list[Path]:
-    files = []
-    for item in items:
+PREDICT_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS + (".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _prediction_inputs(inputs: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
+    """INPUT arguments -> (image files, video files), folders listed (not recursively) in name order."""
+    images, videos = [], []
+    for item in inputs:
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS + (".jpeg",))
-        elif item.is_file():
-            files.append(item)
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in PREDICT_IMAGE_EXTENSIONS)
+            if not found:
+                raise click.ClickException(f"no images ({', '.join(PREDICT_IMAGE_EXTENSIONS)}) in folder {item}")
+            images += found
+        elif not item.is_file():
+            raise click.ClickException(f"no such file or folder: {item}")
+        elif item.suffix.lower() in PREDICT_IMAGE_EXTENSIONS:
+            images.append(item)
+        elif item.suffix.lower() in VIDEO_EXTENSIONS:
+            videos.append(item)
         else:
-            raise click.ClickException(f"no image file or folder {item}")
-    if not files:
-        raise click.ClickException("no .png/.jpg images found in " + ", ".join(str(i) for i in items))
-    return files
+            raise click.ClickException(f"{item} is neither an image ({', '.join(PREDICT_IMAGE_EXTENSIONS)}) nor a "
+                                       f"video ({', '.join(VIDEO_EXTENSIONS)})")
+    return images, videos
+
+
+def _check_unique(outputs: dict[Path, Path]) -> None:
+    """`outputs` maps input -> output file; two inputs must never write the same file."""
+    seen = {}
+    for source, target in outputs.items():
+        if target in seen:
+            raise click.ClickException(f"{seen[target]} and {source} would both write {target}; "
+                                       "predict them into different --out folders")
+        seen[target] = source
 
 
 @click.command("predict")
+@click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--ckpt", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="A transfer checkpoint, e.g. runs/transfer/last.pt.")
-@click.option("--images", type=click.Path(path_type=Path), multiple=True,
-              help="Image files or folders of .png/.jpg (repeatable).")
-@click.option("--data", default=None, help="Instead of --images: KITTI raw root as kitti:PATH.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for NAME_depth.png per image and NAME_depth.mp4 per video (created if missing).")
+@click.option("--data", default=None,
+              help="Instead of INPUTs: a KITTI raw root as kitti:PATH, whose --split test frames are predicted.")
 @click.option("--split", default="eigen", show_default=True,
               help="With --data: predict the frames of PATH/splits/<split>/test_files.txt.")
-@click.option("--size", default=None, callback=_size, help="Input size WIDTHxHEIGHT; default the training size.")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Images per forward pass.")
+@click.option("--save-npy", is_flag=True,
+              help="Also save the scaled disparities at the network size (1 / depth in metres for S and MS "
+                   "models): NAME_disp.npy (H, W) per image, NAME_disps.npy (frames, H, W) per video, and with "
+                   "--data one disps.npy (N, H, W) in split order, as evaluate-disps reads it.")
+@click.option("--size", default=None, callback=_size,
+              help="Network input size WIDTHxHEIGHT, multiples of 32; default the training size. Frames are "
+                   "resized to it without keeping their aspect, as Monodepth2 does.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Frames per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda...")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for disps.npy ((N, H, W) scaled disparities, Monodepth2's layout) and magma PNGs.")
-def predict_command(ckpt, images, data, split, size, batch_size, device, out_dir):
-    """Predict disparities of images (or a KITTI split) and save them as .npy and coloured PNGs."""
-    from training.transfer import predict_disparities, save_depth_images
+def predict_command(inputs, ckpt, out_dir, data, split, save_npy, size, batch_size, device):
+    """Predict depth of images, folders of images or videos (INPUT...), or of a KITTI test split.
 
-    if bool(images) == bool(data):
-        raise click.ClickException("give either --images or --data")
-    state = _load(ckpt)
-    root = None
+    Each INPUT is an image (.png, .jpg, ...), a folder of images (not searched recursively) or a video
+    (.mp4, .mov, .mkv, .avi, .webm, ...). Each result shows the input at its own size beside its
+    disparity in magma, from its minimum to its 95th percentile, as Monodepth2 shows it: OUT/NAME_depth.png
+    for an image, OUT/NAME_depth.mp4 (H.264, every frame, the input's frame rate) for a video, NAME being
+    the input's file name without its extension.
+    """
+    from training.transfer import DepthPredictor, predict_images, predict_video
+
+    if bool(inputs) == bool(data):
+        raise click.ClickException("give either INPUT files and folders or --data kitti:PATH")
     if data:
         root = _kitti_root(data)
         try:
-            items = read_split_file(root / "splits" / split / "test_files.txt")
+            entries = read_split_file(root / "splits" / split / "test_files.txt")
+            images = [image_path(root, e) for e in entries]
         except (OSError, ValueError) as error:
             raise click.ClickException(str(error))
-        names = [f"{i:06d}_{e.folder.split('/')[-1]}_{e.frame_index:010d}_{e.side}" for i, e in enumerate(items)]
+        names = [f"{i:06d}_{e.folder.split('/')[-1]}_{e.frame_index:010d}_{e.side}" for i, e in enumerate(entries)]
+        videos = []
     else:
-        items = _image_files(images)
-        names = [f"{i:06d}_{p.stem}" for i, p in enumerate(items)]
+        images, videos = _prediction_inputs(inputs)
+        names = [p.stem for p in images]
+        _check_unique({**{p: out_dir / f"{p.stem}_depth.png" for p in images},
+                       **{p: out_dir / f"{p.stem}_depth.mp4" for p in videos}})
+    state = _load(ckpt)
+    frame_count = 0
     try:
-        disps = predict_disparities(state, items, size, root, batch_size, device)
-    except (OSError, ValueError) as error:
+        infos = {path: probe_video(path) for path in videos}
+        predictor = DepthPredictor(state, size, device)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if images:
+            with tqdm(total=len(images), unit="image", desc="predict") as bar:
+                predict_images(predictor, images, out_dir, names, batch_size,
+                               npy=("stack" if data else "each") if save_npy else "none", progress=bar.update)
+        for path, info in infos.items():
+            with tqdm(total=info.frame_count, unit="frame", desc=path.name) as bar:
+                frame_count += predict_video(predictor, path, info, out_dir / f"{path.stem}_depth.mp4", batch_size,
+                                             out_dir / f"{path.stem}_disps.npy" if save_npy else None, bar.update)
+    except (OSError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "disps.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, disps)
-    save_depth_images(disps, out_dir, names)
-    click.echo(f"wrote {len(disps)} disparity maps {disps.shape[1]}x{disps.shape[2]} to {out_dir}/disps.npy "
-               f"and {len(disps)} PNGs")
+    click.echo(f"wrote {len(images)} pictures and {len(videos)} videos ({frame_count} frames) to {out_dir}, "
+               f"depth at {predictor.width_px}x{predictor.height_px}" + (", disparities as .npy" if save_npy else ""))

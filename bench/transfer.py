@@ -1,0 +1,131 @@
+"""Depth transfer benchmark: is the loader ever the limit, and how long does evaluating the Eigen split take?
+
+    python bench/transfer.py                        # CPU here; 640x192, batch 4, mode M, 697 test frames
+    python bench/transfer.py --test-frames 82 --kitti runs/bench_kitti   # fewer frames, evaluate extrapolated
+
+Measures, in one run and at the same batch and size: the KITTI loader alone (samples/s), transfer steps
+on one in-memory batch (forward, loss, backward, Adam; samples/s), and the real loop fed by the loader.
+Goal: end-to-end >= 0.9x model-only. Then the wall time of ``geopt-train evaluate`` on a test split of
+697 frames at 1242x375, the size of Monodepth2's Eigen split. The data is a world KITTI export at that
+size: one training drive and 17 test drives of 43 frames, every inner test frame in the split. With
+--test-frames below 697 fewer test drives are rendered and the time is extrapolated linearly (labelled so).
+"""
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training.depth_data import training_batches  # noqa: E402
+from training.runtime import start_runtime  # noqa: E402
+from training.transfer import TransferConfig, _step_losses, _to_device, build_model, transfer  # noqa: E402
+from world.kitti_export import KittiExportSpec, export_kitti  # noqa: E402
+
+EIGEN_TEST_FRAMES = 697
+FRAMES_PER_DRIVE = 43
+"""41 inner frames per test drive: 17 drives give exactly 697."""
+
+
+def render_kitti(folder: Path, test_frames: int) -> tuple[int, float]:
+    """World KITTI export at 1242x375 with at least `test_frames` test frames; (test frames, seconds).
+    An export already in `folder` is reused (export_kitti renders only what is missing)."""
+    test_drives = math.ceil(test_frames / (FRAMES_PER_DRIVE - 2))
+    spec = KittiExportSpec(folder, train_drives=1, test_drives=test_drives, frames_per_drive=FRAMES_PER_DRIVE,
+                           width_px=1242, height_px=375, test_stride=1)
+    start = time.perf_counter()
+    with tqdm(total=(1 + test_drives) * FRAMES_PER_DRIVE, unit="frame", desc="render 1242x375 stereo") as bar:
+        truth = export_kitti(spec, bar.update)
+    return truth["split_sizes"]["test"], time.perf_counter() - start
+
+
+def timed_steps(model, optimiser, batches, config: TransferConfig, runtime, steps: int) -> float:
+    """Samples/s over `steps` optimiser steps after one warm-up step."""
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        batch = _to_device(next(batches), runtime)
+        out = _step_losses(model, batch, config, runtime)
+        optimiser.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimiser.step()
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * config.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="640x192", help="training size WIDTHxHEIGHT")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per step")
+    parser.add_argument("--mode", choices=["M", "S", "MS"], default="M", help="supervision")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
+    parser.add_argument("--workers", type=int, default=2, help="loader processes")
+    parser.add_argument("--test-frames", type=int, default=EIGEN_TEST_FRAMES,
+                        help="test frames to render and evaluate (time extrapolated to 697 when fewer)")
+    parser.add_argument("--kitti", type=Path, default=None, help="keep (or reuse) the KITTI export here")
+    args = parser.parse_args()
+    width, height = (int(x) for x in args.size.split("x"))
+    runtime = start_runtime()
+    with tempfile.TemporaryDirectory() as tmp:
+        kitti = args.kitti or Path(tmp) / "kitti"
+        test_frames, render_s = render_kitti(kitti, args.test_frames)
+        config = TransferConfig(data=f"kitti:{kitti}", run_dir=Path(tmp) / "run", mode=args.mode, init="scratch",
+                                width_px=width, height_px=height, batch_size=args.batch_size, workers=args.workers,
+                                device=str(runtime.device), steps=1, log_every=1)
+
+        loader = training_batches(config.loader_config())
+        next(loader)
+        start, batches = time.perf_counter(), 20
+        for _ in range(batches):
+            next(loader)
+        loader_rate = batches * args.batch_size / (time.perf_counter() - start)
+        del loader
+
+        torch.manual_seed(0)
+        model = build_model(config, load_init=False).to(runtime.device)
+        if runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+        fixed = next(training_batches(replace(config.loader_config(), workers=0)))
+
+        def in_memory():
+            while True:
+                yield fixed
+
+        model_rate = timed_steps(model, optimiser, in_memory(), config, runtime, args.steps)
+        end_to_end = timed_steps(model, optimiser, training_batches(config.loader_config()), config, runtime,
+                                 args.steps)
+
+        transfer(config)
+        command = [sys.executable, "-m", "training.cli", "evaluate", "--data", f"kitti:{kitti}", "--split", "eigen",
+                   "--ckpt", str(config.run_dir / "last.pt"), "--device", str(runtime.device)]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        evaluate_s = time.perf_counter() - start
+        if done.returncode:
+            sys.exit(f"evaluate failed: {done.stderr.strip()}")
+    print(f"device {runtime.device}, {width}x{height}, batch {args.batch_size}, mode {args.mode}, "
+          f"{args.workers} loader workers, {torch.get_num_threads()} torch threads")
+    print(f"loader alone: {loader_rate:.1f} samples/s")
+    print(f"model only (in-memory batch): {model_rate:.2f} samples/s")
+    print(f"end to end (loader + model): {end_to_end:.2f} samples/s = {end_to_end / model_rate:.2f}x model-only "
+          f"(goal >= 0.9x)")
+    print(f"rendering {test_frames} test frames (+{FRAMES_PER_DRIVE} training) at 1242x375 stereo: {render_s:.0f} s")
+    if test_frames == EIGEN_TEST_FRAMES:
+        print(f"geopt-train evaluate, {test_frames} images at 1242x375: {evaluate_s:.1f} s")
+    else:
+        print(f"geopt-train evaluate, {test_frames} images at 1242x375: {evaluate_s:.1f} s measured; "
+              f"extrapolated to {EIGEN_TEST_FRAMES} images: {evaluate_s * EIGEN_TEST_FRAMES / test_frames:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
