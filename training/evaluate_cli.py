@@ -61,7 +61,12 @@ def evaluate_disps_command(disps_path, gt_path, split_file, stereo, no_crop, out
                "eigen_crop": not no_crop, "median_scaling": not stereo, "errors": errors}
     click.echo(f"{'stereo (x5.4)' if stereo else 'mono (median scaling)'} evaluation of {len(pred_disps)} images"
                f"{'' if no_crop else ', Garg crop'}")
-    if not stereo:
+    report_scores(errors, ratios if not stereo else None, summary, out_path)
+
+
+def report_scores(errors: dict, ratios, summary: dict, out_path: Path | None) -> None:
+    """Print the median-scaling ratios (when scaled) and Monodepth2's table; write `summary` + ratios as JSON."""
+    if ratios is not None:
         median, std = summarize_ratios(ratios)
         summary |= {"scaling_ratio_median": median, "scaling_ratio_std": std}
         click.echo(f"median scaling ratios: median {median:.3f} std {std:.3f}")

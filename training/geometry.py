@@ -7,7 +7,12 @@ half-pixel shift, as Monodepth2's ``BackprojectDepth`` does.
 Intrinsics are stored *normalised by image size* as Monodepth2 does: row 0 of K divided by the width,
 row 1 by the height. One normalised K then serves every resolution of the same camera.
 """
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where warping runs, so the world and mining never load it
+    import torch
 
 KITTI_K_NORMALISED = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])
 """Monodepth2's intrinsics for KITTI's colour cameras: fx = 0.58 W, fy = 1.92 H, principal point at the centre."""

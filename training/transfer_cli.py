@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from geopt_io import write_json_atomic
 from training.depth_data import VIDEO_EXTENSIONS, probe_video
-from training.evaluation import format_table, summarize_ratios
+from training.evaluate_cli import report_scores
 from training.kitti import IMAGE_EXTENSIONS, image_path, read_split_file
 
 KITTI_PREFIX = "kitti:"
@@ -136,14 +135,7 @@ def evaluate_command(data, split, ckpt, scaling, batch_size, device, out_path):
                "scaling": used, "errors": errors}
     click.echo(f"{state['mode']} model at step {state['step']}, {split} split, "
                f"{'per-image median scaling' if used == 'median' else 'metric depth (no scaling)'}")
-    if used == "median":
-        median, std = summarize_ratios(ratios)
-        summary |= {"scaling_ratio_median": median, "scaling_ratio_std": std}
-        click.echo(f"median scaling ratios: median {median:.3f} std {std:.3f}")
-    click.echo(format_table(errors))
-    if out_path is not None:
-        write_json_atomic(out_path, summary)
-        click.echo(f"wrote {out_path}")
+    report_scores(errors, ratios if used == "median" else None, summary, out_path)
 
 
 PREDICT_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS + (".jpeg", ".bmp", ".webp", ".tif", ".tiff")

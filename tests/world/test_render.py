@@ -6,7 +6,7 @@ import pytest
 from training.geometry import KITTI_STEREO_BASELINE_M
 from world.camera import PinholeCamera, offset_pose, pose_from_heading
 from world.drive import CAMERA_HEIGHT_M, Drive, DriveSpec
-from world.render import GROUND, Renderer, flow_between
+from world.render import Renderer, flow_between
 from world.road import Road
 from world.scene import Boxes, Material, Scene, Spheres
 
