@@ -105,7 +105,7 @@ class TransferConfig:
 
 def check_config(config: TransferConfig) -> None:
     """Raise ValueError (one line) for settings that cannot train."""
-    kind, _ = parse_data_spec(config.data)
+    parse_data_spec(config.data)
     if config.mode not in FRAME_IDS:
         raise ValueError(f"mode must be M, S or MS, got {config.mode!r}")
     if config.intrinsics not in ("fixed", "learned"):
