@@ -41,16 +41,17 @@ FRAMES_PER_DRIVE = 43
 """41 inner frames per test drive: 17 drives give exactly 697."""
 
 
-def render_kitti(folder: Path, test_frames: int) -> tuple[int, float]:
-    """World KITTI export at 1242x375 with at least `test_frames` test frames; (test frames, seconds).
-    An export already in `folder` is reused (export_kitti renders only what is missing)."""
+def render_kitti(folder: Path, test_frames: int) -> tuple[int, float, bool]:
+    """World KITTI export at 1242x375 with at least `test_frames` test frames; (test frames, seconds, whether
+    an export was already there: export_kitti then renders only what is missing)."""
+    reused = (folder / "world_truth.json").is_file()
     test_drives = math.ceil(test_frames / (FRAMES_PER_DRIVE - 2))
     spec = KittiExportSpec(folder, train_drives=1, test_drives=test_drives, frames_per_drive=FRAMES_PER_DRIVE,
                            width_px=1242, height_px=375, test_stride=1)
     start = time.perf_counter()
     with tqdm(total=(1 + test_drives) * FRAMES_PER_DRIVE, unit="frame", desc="render 1242x375 stereo") as bar:
         truth = export_kitti(spec, bar.update)
-    return truth["split_sizes"]["test"], time.perf_counter() - start
+    return truth["split_sizes"]["test"], time.perf_counter() - start, reused
 
 
 def timed_steps(model, optimiser, batches, config: TransferConfig, runtime, steps: int, warmup: int = 0) -> float:
@@ -85,7 +86,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         kitti = args.kitti or Path(tmp) / "kitti"
-        test_frames, render_s = render_kitti(kitti, args.test_frames)
+        test_frames, render_s, reused = render_kitti(kitti, args.test_frames)
         config = TransferConfig(data=f"kitti:{kitti}", run_dir=Path(tmp) / "run", mode=args.mode, init="scratch",
                                 width_px=width, height_px=height, batch_size=args.batch_size, workers=args.workers,
                                 device=str(runtime.device), steps=1, log_every=1)
@@ -132,7 +133,8 @@ def main() -> None:
     print(f"end to end (loader + model): {end_to_end:.2f} samples/s "
           f"(median of {', '.join(f'{r:.2f}' for r in end_to_end_rates)}) = {end_to_end / model_rate:.2f}x "
           "model-only (goal >= 0.9x)")
-    print(f"rendering {test_frames} test frames (+{FRAMES_PER_DRIVE} training) at 1242x375 stereo: {render_s:.0f} s")
+    print(f"{'reusing the export in ' + str(args.kitti) if reused else 'rendering'} {test_frames} test frames "
+          f"(+{FRAMES_PER_DRIVE} training) at 1242x375 stereo: {render_s:.0f} s")
     if test_frames == EIGEN_TEST_FRAMES:
         print(f"geopt-train evaluate, {test_frames} images at 1242x375: {evaluate_s:.1f} s")
     else:
