@@ -82,6 +82,26 @@ def _colour_transform(rng: random.Random, strength: float) -> tuple[np.ndarray, 
     return matrix.astype(np.float32), offset.astype(np.float32)
 
 
+def frame_count(sample: dict) -> int:
+    """Number of frames ('0.jpg', '1.jpg', ...) in a shard sample."""
+    return sum(1 for k in sample if k.endswith(".jpg") and k.split(".")[0].isdigit())
+
+
+def decode_sample_frames(sample: dict, minimum: int, positions=None) -> list[np.ndarray]:
+    """RGB (H, W, 3) uint8 frames of a shard sample at `positions` (default all), in order; a ValueError
+    naming the shard and key when there are fewer than `minimum` frames or one is not a JPEG."""
+    count = frame_count(sample)
+    if count < minimum:
+        raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: {count} frames, need {minimum}")
+    frames = []
+    for position in positions if positions is not None else range(count):
+        image = cv2.imdecode(np.frombuffer(sample[frame_member(position)], np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: frame {position} is not a JPEG")
+        frames.append(image[..., ::-1])
+    return frames
+
+
 class PairAugment:
     """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size."""
 
@@ -97,19 +117,6 @@ class PairAugment:
             worker = info.id if info is not None else 0
             self._rng = random.Random(self.config.seed + 7919 * worker + 104_729 * self.rank)
         return self._rng
-
-    def _frames(self, sample: dict) -> list[np.ndarray]:
-        count = sum(1 for k in sample if k.endswith(".jpg") and k.split(".")[0].isdigit())
-        if count < 2:
-            raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: fewer than 2 frames")
-        frames = []
-        for position in range(count):
-            data = np.frombuffer(sample[frame_member(position)], np.uint8)
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: frame {position} is not a JPEG")
-            frames.append(image[..., ::-1])
-        return frames
 
     def _crop(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(x, y, w, h) with the training aspect; random on train, the largest centred one otherwise."""
@@ -133,7 +140,7 @@ class PairAugment:
         return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
 
     def __call__(self, sample: dict) -> tuple:
-        frames = self._frames(sample)
+        frames = decode_sample_frames(sample, minimum=2)
         middle = (len(frames) - 1) // 2 if len(frames) > 2 else 0
         if len(frames) == 2:
             pair = [frames[0], frames[1]]

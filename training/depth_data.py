@@ -39,8 +39,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import ColorJitter
 
 from geopt_io import atomic_path
-from mining.schema import META_EXTENSION, frame_member
-from training.data import SkipOnce, samples_from_shards
+from mining.schema import META_EXTENSION
+from training.data import SkipOnce, decode_sample_frames, frame_count, samples_from_shards
 from training.depth_losses import stereo_transform
 from training.geometry import KITTI_K_NORMALISED
 from training.kitti import SplitEntry, image_path, read_split_file
@@ -248,21 +248,9 @@ class ShardTriplet:
     def __init__(self, config: LoaderConfig):
         self.config = config
 
-    def _frames(self, sample: dict) -> list[np.ndarray]:
-        count = sum(1 for k in sample if k.endswith(".jpg") and k.split(".")[0].isdigit())
-        if count < 3:
-            raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: {count} frames, need 3")
-        middle = (count - 1) // 2
-        frames = []
-        for position in (middle - 1, middle, middle + 1):
-            image = cv2.imdecode(np.frombuffer(sample[frame_member(position)], np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: frame {position} is not a JPEG")
-            frames.append(image[..., ::-1])
-        return frames
-
     def __call__(self, sample: dict) -> dict:
-        stored = self._frames(sample)
+        middle = (frame_count(sample) - 1) // 2
+        stored = decode_sample_frames(sample, minimum=3, positions=(middle - 1, middle, middle + 1))
         height, width = stored[0].shape[:2]
         size = (self.config.width_px, self.config.height_px)
         crop_w = min(width, int(height * size[0] / size[1]))
