@@ -60,7 +60,11 @@ def append_jsonl(path: Path, row: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
-        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+        size = f.seek(0, os.SEEK_END)
+        torn = False
+        if size:
+            f.seek(size - 1)
+            torn = f.read(1) != b"\n"
         f.write((("\n" if torn else "") + json.dumps(to_jsonable(row)) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())

@@ -51,10 +51,16 @@ class VideoReport:
     scenes: int = 0
     duration_s: float = 0.0
     crop_box: tuple | None = None
+    sample_bytes: list = field(default_factory=list)
+    """Payload bytes of each sample in stream order: the shard writer plans shard boundaries from it."""
 
     @classmethod
     def load(cls, path: Path) -> "VideoReport":
-        return cls(**json.loads(Path(path).read_text()))
+        return cls.from_json(Path(path).read_bytes())
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "VideoReport":
+        return cls(**json.loads(data))
 
 
 def _drop_reasons(labels: list[str], kept: list[bool]) -> Counter:
@@ -138,7 +144,8 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
                                   motion_px=[round(m, 3) for m in run.motion_px], crop_box=(x, y, w, h),
                                   working_size=(width, height), original_size=source.original_size,
                                   extra=source.extra)
-                write_sample(tar, sample_dict(sample_key(video_id, run.frame_indices[0]), run.jpegs, meta))
+                report.sample_bytes.append(
+                    write_sample(tar, sample_dict(sample_key(video_id, run.frame_indices[0]), run.jpegs, meta)))
                 report.samples += 1
 
         with atomic_path(staging_dir / f"{video_id}.tar") as tmp, \
@@ -162,7 +169,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
         if not report.samples:
             report.reason = "no usable run of moving frames (all static, all cuts or too short)"
     except UnusableVideo as error:
-        report.reason, report.samples = str(error), 0
+        report.reason, report.samples, report.sample_bytes = str(error), 0, []
     write_json_atomic(staging_dir / f"{video_id}.json", asdict(report))
     if report.status == "failed":
         (staging_dir / f"{video_id}.tar").unlink(missing_ok=True)

@@ -37,8 +37,9 @@ def _download_options(f):
 
 def _shard_options(f):
     options = [
-        click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("shards"), show_default=True,
-                     help="Shard folder: 0000.tar, 0001.tar, ..., val/, manifest.json, stats.json, status.jsonl."),
+        click.option("--out", "out_dir", default="shards", show_default=True,
+                     help="Shard folder: 0000.tar, 0001.tar, ..., val/, manifest.json, stats.json, status.jsonl. "
+                          "A local path or any fsspec URL (file:///data/shards, s3://bucket/shards, ...)."),
         click.option("--width", type=click.IntRange(64), default=640, show_default=True,
                      help="Working width in pixels: every video is decoded once at this width (aspect kept)."),
         click.option("--fps", type=click.FloatRange(0.5, 60), default=10.0, show_default=True,
@@ -70,7 +71,13 @@ def _shard_options(f):
         click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
                      help="Share of videos held out whole in OUT/val/ (at least one when there are two or more)."),
         click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-                     help="Videos mined in parallel, one process each. Output is identical for any count."),
+                     help="Videos mined in parallel, one process each (with --ray and no address: the CPUs of "
+                          "the local Ray instance). Output is identical for any count."),
+        click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                     help="Mine each video (and write each shard) as a Ray task: '--ray' alone starts Ray here, "
+                          "'--ray HOST:6379' joins a cluster (`ray start --head` on one machine, `ray start "
+                          "--address HOST:6379` on the others; every node needs GeoPt installed and must reach "
+                          "--out). Needs `pip install -e .[ray]`. Output equals a local run's."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -79,7 +86,7 @@ def _shard_options(f):
 
 def _shard_config(in_dir, out_dir, width, fps, frames_per_sample, stride, min_motion_px, duplicate_diff,
                   flash_delta, scene_threshold, cut_residual, fixed_crop, jpeg_quality, shard_size_mb, val_fraction,
-                  workers) -> ShardConfig:
+                  workers, ray_address) -> ShardConfig:
     try:
         crop = FixedCrop.parse(fixed_crop)
     except ValueError as error:
@@ -89,7 +96,7 @@ def _shard_config(in_dir, out_dir, width, fps, frames_per_sample, stride, min_mo
                         pack=PackConfig(frames_per_sample, stride, jpeg_quality), fixed_crop=crop,
                         scene_threshold=scene_threshold)
     return ShardConfig(in_dir=in_dir, out_dir=out_dir, chain=chain,
-                       layout=ShardLayout(shard_size_mb, val_fraction), workers=workers)
+                       layout=ShardLayout(shard_size_mb, val_fraction), workers=workers, ray_address=ray_address)
 
 
 def _print_shard_summary(result: dict, out_dir: Path) -> None:
@@ -149,9 +156,10 @@ def shard(in_dir, **options):
     config = _shard_config(in_dir, **options)
     try:
         with tqdm(unit="video", desc="videos", position=0) as videos, \
-                tqdm(unit="frame", desc="frames", position=1, disable=config.workers > 1) as frames:
-            result = shard_videos(config, on_video=lambda r, done: videos.update(1), on_frame=frames.update)
-    except (FileNotFoundError, ValueError) as error:
+                tqdm(unit="frame", desc="frames", position=1, disable=config.workers > 1 or config.ray_address) as frames:
+            result = shard_videos(config, on_video=lambda r, done: videos.update(1),
+                                  on_frame=None if frames.disable else frames.update)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error))
     _print_shard_summary(result, config.out_dir)
     if not result["stats"]["totals"]["samples"]:
@@ -177,7 +185,7 @@ def run(url_list, download_dir, max_height, rate_limit, cookies, retries, keep_v
     try:
         with tqdm(unit="video", desc="videos") as bar:
             result = download_and_shard(download_config, config, keep_videos, on_url=on_url)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error))
     for r in failed:
         click.echo(f"download failed: {r.url}\n    {r.reason}")
@@ -219,7 +227,7 @@ def _run_import(sequences, note, out_dir, width, frames_per_sample, stride, min_
     from mining.shard import import_sequences
 
     config = _shard_config(Path("."), out_dir, width, 10.0, frames_per_sample, stride, min_motion_px, 0.4, 30.0,
-                           27.0, 8.0, "0,0,0,0", jpeg_quality, shard_size_mb, val_fraction, workers)
+                           27.0, 8.0, "0,0,0,0", jpeg_quality, shard_size_mb, val_fraction, workers, None)
     with tqdm(total=len(sequences), unit="sequence", desc="import") as bar, \
             tqdm(unit="frame", desc="frames", disable=workers > 1) as frames:
         result = import_sequences(sequences, config, not no_motion_filter, lambda r, done: bar.update(1),

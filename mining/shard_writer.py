@@ -1,19 +1,23 @@
 """Stage 8, shard writer: per-video staging tars -> numbered WebDataset shards, manifest and stats.
 
-Shards are rebuilt from the staging folder in a fixed order (videos sorted by id, samples in stream
-order), so the result depends only on which videos are mined, not on worker count, timing or how many
-times the run was interrupted. Validation takes whole videos (chosen by a hash of their id), so no scene
-leaks between train and val. Every shard is written to a temporary name and renamed.
+Shards are planned from the staging reports in a fixed order (videos sorted by id, samples in stream
+order, a shard closed once its payload reaches the target size), so the result depends only on which
+videos are mined, not on worker count, machines, timing or how many times the run was interrupted.
+Each planned shard is then written on its own (`write_shard`), by this process or by Ray tasks on a
+cluster, always under its final deterministic name. Validation takes whole videos (chosen by a hash of
+their id), so no scene leaks between train and val. Every file is published whole (see `mining.store`).
 """
 import hashlib
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
-from geopt_io import atomic_path, write_json_atomic
+from geopt_io import atomic_path
 from mining.chain import VideoReport
 from mining.schema import write_sample
+from mining.store import Store
 
 STAGING_DIR = ".videos"
 VAL_DIR = "val"
@@ -29,18 +33,33 @@ class ShardLayout:
     """Share of videos (at least one when there are two or more) held out in shards/val/."""
 
 
-def staged_samples(tar_path: Path) -> Iterator[dict]:
-    """Samples of a staging tar in stored order, as dicts of member suffix -> bytes plus '__key__'."""
+@dataclass(frozen=True)
+class ShardPlan:
+    name: str
+    """Path of the shard in the output, e.g. '0003.tar' or 'val/0000.tar'."""
+    parts: tuple[tuple[str, int, int], ...]
+    """(video id, index of its first sample, sample count) for each video the shard takes samples from."""
+
+
+def staged_samples(tar_file, first: int = 0, count: int | None = None) -> Iterator[dict]:
+    """Samples `first`..`first + count` of a staging tar (a path or an open binary file) in stored order,
+    as dicts of member suffix -> bytes plus '__key__'. Earlier samples are skipped without reading them."""
     current: dict = {}
-    with tarfile.open(tar_path) as tar:
+    index = -1
+    opened = tarfile.open(tar_file) if isinstance(tar_file, (str, Path)) else tarfile.open(fileobj=tar_file)
+    with opened as tar:
         for member in tar:
             key, _, suffix = member.name.partition(".")
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current["__key__"] = key
-            current[suffix] = tar.extractfile(member).read()
-    if current:
+            if key != current.get("__key__"):
+                if current and index >= first:
+                    yield current
+                index += 1
+                current = {"__key__": key}
+                if count is not None and index >= first + count:
+                    return
+            if index >= first:
+                current[suffix] = tar.extractfile(member).read()
+    if current and index >= first:
         yield current
 
 
@@ -52,6 +71,32 @@ def split_videos(video_ids: list[str], val_fraction: float) -> tuple[list[str], 
     return [i for i in ids if i not in val], [i for i in ids if i in val]
 
 
+def plan_shards(video_ids: list[str], sample_bytes: dict[str, list[int]], shard_bytes: float,
+                folder: str = "") -> list[ShardPlan]:
+    """Cut the videos' samples, in order, into shards of at least `shard_bytes` payload (the last may be less)."""
+    plans: list[ShardPlan] = []
+    parts: list[list] = []
+    size = 0
+
+    def close():
+        nonlocal parts, size
+        plans.append(ShardPlan(f"{folder}{len(plans):04d}.tar", tuple(tuple(p) for p in parts)))
+        parts, size = [], 0
+
+    for video in video_ids:
+        for index, payload in enumerate(sample_bytes[video]):
+            if parts and parts[-1][0] == video:
+                parts[-1][2] += 1
+            else:
+                parts.append([video, index, 1])
+            size += payload
+            if size >= shard_bytes:
+                close()
+    if parts:
+        close()
+    return plans
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -60,45 +105,61 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_split(video_ids: list[str], staging: Path, out_dir: Path, shard_bytes: float, prefix: str) -> list[dict]:
-    """Write shards 0000.tar, 0001.tar, ... of the given videos into `out_dir`; remove stale higher numbers."""
-    shards: list[dict] = []
-    samples = (s for vid in video_ids for s in staged_samples(staging / f"{vid}.tar"))
-    pending = next(samples, None)
-    while pending is not None:
-        path = out_dir / f"{len(shards):04d}.tar"
-        entry = {"name": prefix + path.name, "samples": 0, "videos": []}
-        with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
-            size = 0
-            while pending is not None and (size < shard_bytes or entry["samples"] == 0):
-                size += write_sample(tar, pending)
-                entry["samples"] += 1
-                video = pending["__key__"].rsplit("_", 1)[0]
-                if video not in entry["videos"]:
-                    entry["videos"].append(video)
-                pending = next(samples, None)
-        entry["bytes"] = path.stat().st_size
-        entry["sha256"] = _sha256(path)
-        shards.append(entry)
-    for stale in sorted(out_dir.glob("[0-9][0-9][0-9][0-9].tar"))[len(shards):]:
-        stale.unlink()
-    return shards
+def write_shard(store: Store, plan: ShardPlan) -> dict:
+    """Write one planned shard from the staging tars into `store`; its manifest entry."""
+
+    def fill(path: Path) -> None:
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for video, first, count in plan.parts:
+                with store.open(f"{STAGING_DIR}/{video}.tar") as staged:
+                    for sample in staged_samples(staged, first, count):
+                        write_sample(tar, sample)
+
+    entry = {"name": plan.name, "samples": sum(p[2] for p in plan.parts), "videos": [p[0] for p in plan.parts]}
+    if store.local is not None:
+        with atomic_path(store.local / plan.name) as tmp:
+            fill(tmp)
+            entry["bytes"], entry["sha256"] = tmp.stat().st_size, _sha256(tmp)
+        return entry
+    with tempfile.TemporaryDirectory(prefix="geopt-shard-") as scratch:
+        local = Path(scratch) / "shard.tar"
+        fill(local)
+        entry["bytes"], entry["sha256"] = local.stat().st_size, _sha256(local)
+        store.put(local, plan.name)
+    return entry
 
 
-def assemble_shards(out_dir: Path, layout: ShardLayout = ShardLayout()) -> dict:
-    """Build shards/, shards/val/, manifest.json and stats.json from every finished video in the staging folder."""
-    out_dir = Path(out_dir)
-    staging = out_dir / STAGING_DIR
-    reports = {p.stem: VideoReport.load(p) for p in sorted(staging.glob("*.json"))}
+def _sample_sizes(store: Store, report: VideoReport) -> list[int]:
+    """Payload bytes per sample; read from the staging tar for reports written before they were recorded."""
+    if report.sample_bytes or not report.samples:
+        return report.sample_bytes
+    with store.open(f"{STAGING_DIR}/{report.video_id}.tar") as staged:
+        return [sum(len(v) for k, v in s.items() if k != "__key__") for s in staged_samples(staged)]
+
+
+def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayout(),
+                    write_all: Callable[[Store, list[ShardPlan]], Iterable[dict]] | None = None) -> dict:
+    """Build shards, val/ shards, manifest.json and stats.json from every finished video in the staging
+    folder. `write_all(store, plans)` writes the planned shards and returns their entries in order
+    (default: one after the other here; `mining.ray_runner` writes them as Ray tasks)."""
+    store = output if isinstance(output, Store) else Store(output)
+    reports = {Path(p).stem: VideoReport.from_json(store.read_bytes(p))
+               for p in store.files(STAGING_DIR, ".json")}
     usable = [vid for vid, r in reports.items() if r.status == "ok"]
     train_ids, val_ids = split_videos(usable, layout.val_fraction)
+    sizes = {vid: _sample_sizes(store, reports[vid]) for vid in usable}
     shard_bytes = layout.shard_size_mb * 1e6
-    (out_dir / VAL_DIR).mkdir(parents=True, exist_ok=True)
-    train = _write_split(train_ids, staging, out_dir, shard_bytes, prefix="")
-    val = _write_split(val_ids, staging, out_dir / VAL_DIR, shard_bytes, prefix=f"{VAL_DIR}/")
+    plans = plan_shards(train_ids, sizes, shard_bytes) + plan_shards(val_ids, sizes, shard_bytes, f"{VAL_DIR}/")
+    entries = list((write_all or (lambda s, ps: [write_shard(s, p) for p in ps]))(store, plans))
+    planned = {p.name for p in plans}
+    for folder in ("", VAL_DIR):
+        for name in store.files(folder, ".tar"):
+            if Path(name).stem.isdigit() and len(Path(name).stem) == 4 and name not in planned:
+                store.remove(name)
     manifest = {
         "schema": "geopt frames: <key>.0.jpg ... <key>.<n-1>.jpg + <key>.json (see mining/schema.py)",
-        "train": train, "val": val,
+        "train": [e for e in entries if not e["name"].startswith(f"{VAL_DIR}/")],
+        "val": [e for e in entries if e["name"].startswith(f"{VAL_DIR}/")],
         "videos": {vid: {"split": "val" if vid in val_ids else "train", "samples": reports[vid].samples,
                          "source": reports[vid].source} for vid in usable},
     }
@@ -113,7 +174,8 @@ def assemble_shards(out_dir: Path, layout: ShardLayout = ShardLayout()) -> dict:
         for reason, count in r.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
     totals["dropped"] = dict(sorted(dropped.items()))
-    stats = {"totals": totals, "videos": {vid: vars(r) for vid, r in reports.items()}}
-    write_json_atomic(out_dir / STATS_FILE, stats)
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    per_video = {vid: {k: v for k, v in vars(r).items() if k != "sample_bytes"} for vid, r in reports.items()}
+    stats = {"totals": totals, "videos": per_video}
+    store.write_json(STATS_FILE, stats)
+    store.write_json(MANIFEST_FILE, manifest)
     return {"manifest": manifest, "stats": stats}
