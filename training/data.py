@@ -5,10 +5,13 @@ target and its next or previous frame as source, the direction drawn at random, 
 0 -> -1 are learned. All frames of a sample share one random crop (aspect of the training size, 80-100 %
 of the largest that fits), one colour jitter and one flip, so the pair stays geometrically consistent.
 
-Training streams endlessly: shards are drawn at random per rank and worker (webdataset's resampling,
-seeded by rank and worker), samples pass a shuffle buffer, and an epoch is a fixed number of batches.
-Several sources (e.g. KITTI, Cityscapes and mined video) are mixed by weight with webdataset's RandomMix.
-Corrupt shards and samples are skipped with one warning naming them.
+Training streams endlessly by default: shards are drawn at random per rank and worker (webdataset's
+resampling, seeded by rank and worker), samples pass a shuffle buffer, and an epoch is a fixed number of
+batches. With `DataConfig.exact_epochs` an epoch is instead one pass over every sample: the shard list is
+shuffled alike on all ranks and split between ranks and loader workers (`EpochShards`), so no sample is
+seen twice and none is left out. Several sources (e.g. KITTI, Cityscapes and mined video) are mixed by
+weight with webdataset's RandomMix. Shards may be paths or URLs (see `training.shard_spec.open_shard`).
+Unreadable shards and corrupt samples are skipped with one warning (per loader process) naming them.
 """
 import io
 import logging
@@ -22,10 +25,10 @@ import cv2
 import numpy as np
 import torch
 import webdataset as wds
-from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from mining.schema import FLOW_MEMBER, frame_member
-from training.shard_spec import expand_shards, parse_mixture
+from training.shard_spec import expand_shards, open_shard, parse_mixture
 
 log = logging.getLogger(__name__)
 _SHARD_NAME = re.compile(r"[^\s'\"<>()]+\.tar\b")
@@ -40,7 +43,9 @@ class DataConfig:
     workers: int = 2
     shuffle_buffer: int = 256
     batches_per_epoch: int = 1000
-    """Batches per epoch for the whole run (all ranks and workers together)."""
+    """Batches per epoch of the endless stream, all ranks and workers together; unused with `exact_epochs`."""
+    exact_epochs: bool = False
+    """Each epoch reads every training sample exactly once over all ranks (see `EpochShards`)."""
     jitter: float = 0.2
     """Brightness, contrast and saturation jitter (+-), Monodepth2's 0.2; hue gets half of it."""
     flip: bool = True
@@ -49,7 +54,10 @@ class DataConfig:
 
 
 class SkipOnce:
-    """A webdataset handler: log a failure once per shard (or sample), then carry on."""
+    """A webdataset handler: log a failure once per shard (or sample), then carry on.
+
+    A shard that cannot be opened or is empty (a missing file, an HTTP error, a failed pipe: command) is
+    told apart from corrupt data inside a shard, since the fix differs (the URL or the shard)."""
 
     def __init__(self):
         self.seen: set[str] = set()
@@ -61,7 +69,12 @@ class SkipOnce:
         name = where or str(error)[:200]
         if name not in self.seen:
             self.seen.add(name)
-            log.warning("skipping corrupt data in %s: %s", where or "a sample", error)
+            reason = texts[0].split(" @ ")[0][:300]
+            if isinstance(error, OSError) or reason == "empty file":
+                log.warning("skipping shard %s: cannot read it (missing, unreachable or empty): %s",
+                            where or "(unnamed)", reason)
+            else:
+                log.warning("skipping corrupt data in %s: %s", where or "a sample", reason)
         return True
 
 
@@ -164,22 +177,68 @@ class PairAugment:
         return target, source, self._true_flow(sample, crop)
 
 
+class EpochShards(torch.utils.data.IterableDataset):
+    """Shard URLs for exact epochs, as {'url': ...} items: each pass is the next epoch.
+
+    Epoch e shuffles the whole list with seed `seed + e`, the same on every rank, and shard i of that
+    order goes to the loader worker whose global index ``rank * workers + worker`` equals
+    ``i % (world_size * workers)``: over all ranks and workers each shard is read once per epoch. Every
+    loader worker holds its own copy and counts its own passes, so the loader's workers must be
+    persistent (`train_loader` makes them so); `start_epoch` resumes the count.
+    """
+
+    def __init__(self, urls: list[str], seed: int, rank: int, world_size: int, start_epoch: int = 0):
+        super().__init__()
+        self.urls, self.seed, self.rank, self.world_size = list(urls), seed, rank, world_size
+        self.start_epoch, self.passes = start_epoch, 0
+
+    def __iter__(self):
+        epoch = self.start_epoch + self.passes
+        self.passes += 1
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        order = list(self.urls)
+        random.Random(self.seed + epoch).shuffle(order)
+        for url in order[self.rank * workers + worker::self.world_size * workers]:
+            yield {"url": url}
+
+
+def _opened_shards(shards, handler):
+    """{'url'} items -> {'url', 'stream'}, as webdataset's url_opener but through `open_shard` (fsspec too)."""
+    for shard in shards:
+        try:
+            yield {**shard, "stream": open_shard(shard["url"])}
+        except Exception as error:
+            error.args = error.args + (shard["url"],)
+            if not handler(error):
+                return
+
+
 def samples_from_shards(shards, handler):
     """Shard URLs -> samples, as webdataset's tarfile_to_samples, except that a sample never spans two
     shard reads: a truncated shard's last partial sample would otherwise merge with the next read's
     first sample when both share a key (the same shard drawn twice in a row by resampling)."""
 
     def files_with_shard_ends():
-        for opened in url_opener(shards, handler=handler):
+        for opened in _opened_shards(shards, handler):
             yield from tar_file_expander([opened], handler=handler)
             yield {}  # group_by_keys closes the current sample here
 
     return group_by_keys(files_with_shard_ends(), handler=handler)
 
 
-def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    targets, sources, origins = zip(*batch)
-    return torch.stack(targets), torch.stack(sources), torch.tensor(origins)
+def sample_name(sample: dict) -> str:
+    """'<shard url>#<key>': names a sample in warnings (keys never hold '#', see `mining.schema`)."""
+    return f"{sample.get('__url__')}#{sample['__key__']}"
+
+
+def _training_pair(sample: dict, augment: PairAugment, origin: int) -> tuple:
+    return (*augment(sample), origin, sample_name(sample))
+
+
+def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    targets, sources, origins, names = zip(*batch)
+    return torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names)
 
 
 def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -189,30 +248,41 @@ def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return torch.stack(targets), torch.stack(sources), flow
 
 
-def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0
-                 ) -> tuple[wds.WebLoader, list[str]]:
-    """Endless batches (target, source, origin): frames (B, 3, H, W) uint8 and the (B,) index of the data
-    source each pair came from; and the source names. Sources given with weights (see
-    `training.shard_spec.parse_mixture`) are drawn by weight. `start_batch` reseeds a resumed run."""
+def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                 start_epoch: int = 0) -> tuple[wds.WebLoader, list[str]]:
+    """Batches (target, source, origin, names): frames (B, 3, H, W) uint8, the (B,) index of the data
+    source each pair came from and the B `sample_name`s; and the source names. Each pass over the loader
+    is one epoch: `batches_per_epoch` full batches drawn endlessly, or with `exact_epochs` this rank's
+    share of every sample (partial last batches kept, so ranks may end with different batch counts).
+    Sources given with weights (see `training.shard_spec.parse_mixture`) are drawn by weight; in exact
+    epochs every source is read whole and the weights only set how they interleave. `start_batch`
+    reseeds a resumed endless run, `start_epoch` says which epoch an exact run resumes."""
     sources = parse_mixture(config.shards)
     handler = SkipOnce()
     seed = config.seed * 1_000_003 + start_batch
     workers = max(1, config.workers)
-    batches_per_worker = max(1, math.ceil(config.batches_per_epoch / (world_size * workers)))
+    if config.exact_epochs and rank == 0 and min(len(s.shards) for s in sources) < world_size * workers:
+        log.warning("exact epochs: fewer shards than the %d loader workers of all ranks, so some workers (or "
+                    "ranks) idle; write at least that many shards per source", world_size * workers)
     streams = []
     for index, source in enumerate(sources):
+        if config.exact_epochs:
+            shards = EpochShards(source.shards, config.seed, rank, world_size, start_epoch)
+        else:
+            shards = wds.ResampledShards(source.shards, seed=seed + index, deterministic=True)
         augment = PairAugment(replace(config, seed=seed + 31 * index), train=True, rank=rank)
         streams.append(wds.DataPipeline(
-            wds.ResampledShards(source.shards, seed=seed + index, deterministic=True),
+            shards,
             partial(samples_from_shards, handler=handler),
             wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed + index)),
-            wds.map(augment, handler=handler),
-            wds.map(lambda pair, index=index: (*pair, index)),
+            wds.map(partial(_training_pair, augment=augment, origin=index), handler=handler),
         ))
-    mixed = streams[0] if len(streams) == 1 else wds.RandomMix(streams, probs=[s.weight for s in sources])
-    pipeline = wds.DataPipeline(
-        mixed, wds.batched(config.batch_size, collation_fn=_collate, partial=False),
-    ).with_epoch(batches_per_worker)
+    probs = [s.weight for s in sources]
+    mixed = streams[0] if len(streams) == 1 else wds.RandomMix(streams, probs, longest=config.exact_epochs)
+    pipeline = wds.DataPipeline(mixed, wds.batched(config.batch_size, collation_fn=_collate,
+                                                   partial=config.exact_epochs))
+    if not config.exact_epochs:
+        pipeline = pipeline.with_epoch(max(1, math.ceil(config.batches_per_epoch / (world_size * workers))))
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=config.workers,
                            persistent_workers=config.workers > 0)
     return loader, [s.name for s in sources]

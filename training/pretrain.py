@@ -3,12 +3,21 @@
 Each batch of (target, source) pairs is run forward and backward in one pass (the batch doubled with the
 frames swapped), so every pixel gets a forward-backward occlusion check. AdamW with linear warm-up and
 cosine decay, gradient clipping, bf16 autocast and channels_last on CUDA, optional torch.compile, DDP
-under torchrun. A step whose loss is not finite is skipped; `nan_patience` of them in a row stop the
-run with a message, the last good checkpoint untouched.
+under torchrun. A step whose loss is not finite is skipped with a warning naming the batch's samples;
+`nan_patience` of them in a row stop the run with a message, the last good checkpoint untouched.
+
+Under DDP every rank must take every step, yet with exact epochs (`DataConfig.exact_epochs`) ranks run
+out of data at different steps. So each step the ranks first sum how many samples they hold: at 0 the
+epoch is over everywhere. A rank already out of data steps on its last good batch (a blank one if it
+had none) with its loss multiplied by 0, so the gradient all-reduce still matches; each rank's loss is
+weighted by its samples * world size / samples of the step, which makes the averaged gradient the mean
+over every real sample of the step. The run ends after `steps` steps or `epochs` epochs, whichever
+comes first; the learning-rate schedule always spans `steps`.
 
 A run folder holds ``config.json`` (the full resolved config), ``last.pt`` (rewritten every `checkpoint_every` steps),
 ``log.jsonl`` (scalars) and TensorBoard events with pictures of frames, flow, warped frame and error.
 """
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,7 +34,9 @@ from training.data import DataConfig, train_loader, val_loader
 from training.losses import FlowLossConfig, flow_loss, photometric_error
 from training.models import GeoPtFlowModel
 from training.runtime import (Runtime, all_ranks_agree, load_checkpoint, restore_rng_state, rng_state, save_checkpoint,
-                              seed_everything, start_runtime, stop_runtime, unwrap)
+                              seed_everything, start_runtime, stop_runtime, total_over_ranks, unwrap)
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -40,6 +51,8 @@ class PretrainConfig:
     arch: str = "resnet18"
     motion_dim: int = 128
     steps: int = 20000
+    epochs: int | None = None
+    """Stop after this many epochs (see `DataConfig`) even before `steps`; None: only `steps` stops."""
     lr: float = 2e-4
     """Peak learning rate for a global batch of `lr_reference_batch`; scaled linearly with the real one."""
     lr_reference_batch: int = 8
@@ -88,6 +101,12 @@ def _step_losses(model, target, source, config: PretrainConfig, runtime: Runtime
             "photometric": 0.5 * (out_f["photometric"] + out_b["photometric"]),
             "smoothness": 0.5 * (out_f["smoothness"] + out_b["smoothness"]),
             "flow": forward[0].detach(), "warped": out_f["warped"], "mask": out_f["mask"]}
+
+
+def _blank_batch(data: DataConfig) -> tuple:
+    """One black pair: what a rank replays (with weight 0) when it runs out of data before any good step."""
+    frames = torch.zeros(1, 3, data.height_px, data.width_px, dtype=torch.uint8)
+    return frames, frames, torch.zeros(1, dtype=torch.long), []
 
 
 def _log_images(writer: SummaryWriter, step: int, target, source, out) -> None:
@@ -144,14 +163,14 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr * global_batch / config.lr_reference_batch,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config))
-    step = 0
+    step, epoch = 0, 0
     last = run_dir / "last.pt"
     if config.resume and last.is_file():
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
+        step, epoch = state["step"], state.get("epoch", 0)
         restore_rng_state(state["rng"])
     elif runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -166,27 +185,45 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
 
     def checkpoint(name: str) -> None:
         if runtime.is_main:
-            save_checkpoint(run_dir / name, {"step": step, "model": unwrap(model).state_dict(),
+            save_checkpoint(run_dir / name, {"step": step, "epoch": epoch, "model": unwrap(model).state_dict(),
                                              "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                                              "rng": rng_state(), "config": asdict(config), "arch": config.arch,
                                              "motion_dim": config.motion_dim})
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
-    loader, source_names = train_loader(config.data, runtime.rank, runtime.world_size, start_batch=step)
+    loader, source_names = train_loader(config.data, runtime.rank, runtime.world_size, start_batch=step,
+                                        start_epoch=epoch)
     source_counts = torch.zeros(len(source_names))
-    bad_in_a_row, last_scalars = 0, {}
+    bad_in_a_row, last_scalars, replay = 0, {}, _blank_batch(config.data)
     progress = tqdm(total=config.steps, initial=step, unit="step", desc="pretrain", disable=not runtime.is_main)
     started, samples = time.perf_counter(), 0
     train_model.train()
-    while step < config.steps:
-        for target, source, origin in loader:
-            if step >= config.steps:
+    while step < config.steps and (config.epochs is None or epoch < config.epochs):
+        batches, epoch_samples, epoch_started = iter(loader), 0, False
+        while step < config.steps:
+            batch = next(batches, None)
+            local_samples = 0 if batch is None else len(batch[0])
+            step_samples = total_over_ranks(local_samples, runtime)
+            if step_samples == 0 and not epoch_started:
+                raise ValueError(f"no training sample could be read from {config.data.shards} (see the warnings)")
+            epoch_started = True
+            if step_samples == 0:
+                epoch += 1
+                if writer:
+                    append_jsonl(run_dir / "log.jsonl",
+                                 {"step": step, "epoch": epoch, "epoch_samples": epoch_samples})
                 break
-            source_counts += torch.bincount(origin, minlength=len(source_names))
+            target, source, origin, names = batch if batch is not None else replay
+            if local_samples:
+                source_counts += torch.bincount(origin, minlength=len(source_names))
             target, source = _to_input(target, runtime), _to_input(source, runtime)
             out = _step_losses(train_model, target, source, config, runtime)
             optimiser.zero_grad(set_to_none=True)
-            if not all_ranks_agree(bool(torch.isfinite(out["loss"])), runtime):
+            finite = bool(torch.isfinite(out["loss"]))
+            if not all_ranks_agree(finite, runtime):
+                if not finite and local_samples:
+                    log.warning("rank %d, step %d: loss not finite, batch skipped; its samples: %s",
+                                runtime.rank, step + 1, " ".join(names))
                 bad_in_a_row += 1
                 if bad_in_a_row >= config.nan_patience:
                     raise TrainingDiverged(
@@ -194,7 +231,9 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
                         f"The last good checkpoint is {last} - lower --lr or check the data.")
                 continue
             bad_in_a_row = 0
-            out["loss"].backward()
+            if local_samples:
+                replay = batch
+            (out["loss"] * (local_samples * runtime.world_size / step_samples)).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), config.grad_clip)
             if not all_ranks_agree(bool(torch.isfinite(grad_norm)), runtime):
                 optimiser.zero_grad(set_to_none=True)
@@ -203,7 +242,8 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
             optimiser.step()
             scheduler.step()
             step += 1
-            samples += target.shape[0] * runtime.world_size
+            samples += step_samples
+            epoch_samples += step_samples
             progress.update(1)
             if step % config.log_every == 0 or step == config.steps:
                 last_scalars = {"step": step, "loss": float(out["loss"].detach()), "photometric": float(out["photometric"]),
@@ -233,4 +273,4 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
     progress.close()
     if writer:
         writer.close()
-    return {"step": step, **last_scalars, "run_dir": str(run_dir)}
+    return {"step": step, **last_scalars, "epoch": epoch, "samples": samples, "run_dir": str(run_dir)}

@@ -117,3 +117,12 @@ def all_ranks_agree(flag: bool, runtime: Runtime) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=runtime.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return bool(tensor.item())
+
+
+def total_over_ranks(count: int, runtime: Runtime) -> int:
+    """`count` summed over every rank (a collective: all ranks call it at the same point)."""
+    if runtime.world_size == 1:
+        return count
+    tensor = torch.tensor([count], dtype=torch.int64, device=runtime.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return int(tensor.item())

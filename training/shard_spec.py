@@ -4,7 +4,10 @@ Accepted, alone or several separated by commas or spaces:
 - ``shards/<0000..0999>.tar``: GeoPt's own spelling of a numeric range (the design card's);
 - ``shards/{0000..0999}.tar``: webdataset's brace form (also ``{a,b}``);
 - globs (``shards/*.tar``) and plain directories (every ``*.tar`` directly inside, sorted);
-- URLs and ``pipe:`` commands, passed through untouched after brace expansion.
+- URLs and ``pipe:`` commands, passed through untouched after brace expansion, and opened as webdataset
+  does (`open_shard`): ``pipe:`` runs the command, ``http(s)://`` goes through ``curl``, ``file://`` is a
+  local path; any scheme webdataset has no opener for (``s3://``, ``gcs://``, ``az://``, ...) is read with
+  fsspec, checked at expansion so a missing backend is one clear error rather than a stream of skips.
 Several sources can be mixed by weight (`parse_mixture`):
 ``kitti=shards/kitti/<0000..0099>.tar:0.3,youtube=shards/<0000..0999>.tar:0.7`` or a YAML file
 ``sources: [{name: kitti, shards: ..., weight: 0.3}, ...]``.
@@ -18,11 +21,47 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
 from braceexpand import braceexpand
+from webdataset.gopen import gopen, gopen_schemes
 
 _ANGLE_RANGE = re.compile(r"<(\d+)\.\.(\d+)>")
-_REMOTE = re.compile(r"^(pipe:|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+_URL_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+_WEBDATASET_SCHEMES = {"file", *gopen_schemes}
+
+
+def url_scheme(spec: str) -> str | None:
+    """'pipe', 'http', 's3', ... for a URL or pipe: command; None for a local path."""
+    if spec.startswith("pipe:"):
+        return "pipe"
+    match = _URL_SCHEME.match(spec)
+    return match.group(1).lower() if match else None
+
+
+def _check_opener(url: str) -> None:
+    """A ValueError naming `url` when neither webdataset nor an installed fsspec backend can read it."""
+    scheme = url_scheme(url)
+    if scheme is None or scheme in _WEBDATASET_SCHEMES:
+        return
+    try:
+        import fsspec
+    except ImportError:
+        raise ValueError(f"{url}: {scheme}:// shards are read with fsspec; pip install fsspec and its "
+                         f"{scheme} backend (or stream them with 'pipe:COMMAND')") from None
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as error:
+        raise ValueError(f"{url}: {scheme}:// needs an fsspec backend: {error}") from None
+    except ValueError:
+        raise ValueError(f"{url}: unknown URL scheme {scheme}:// (neither webdataset nor fsspec reads it)") from None
+
+
+def open_shard(url: str):
+    """A binary stream of one shard: webdataset's `gopen` for paths, file://, pipe:, http(s):// and its
+    other schemes; fsspec for the rest."""
+    if url_scheme(url) in (None, *_WEBDATASET_SCHEMES):
+        return gopen(url, "rb")
+    import fsspec
+    return fsspec.open(url, "rb").open()
 
 
 def _angle_to_brace(spec: str) -> str:
@@ -63,7 +102,9 @@ def expand_shards(spec: str | list[str]) -> list[str]:
 
 def _expand_one(item: str) -> list[str]:
     expanded = list(braceexpand(_angle_to_brace(item)))
-    if _REMOTE.match(item):
+    if url_scheme(item) is not None:
+        for url in expanded:
+            _check_opener(url)
         return expanded
     found = []
     for name in expanded:
