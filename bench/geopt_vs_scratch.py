@@ -3,6 +3,7 @@ from scratch (and ImageNet init, when its weights are in the local torch cache) 
 
     python bench/geopt_vs_scratch.py --budget tiny  # ~1.5 min on 2 cores: the CI check that the loop closes
     python bench/geopt_vs_scratch.py --quick        # ~12 min on 2 cores, small budget, no claim made
+    python bench/geopt_vs_scratch.py --budget medium  # ~1 h on 2 cores: what this CPU machine can afford
     python bench/geopt_vs_scratch.py                # the real run (hours on a CPU; minutes on a GPU)
 
 Every step goes through the user's commands: `geopt-world` renders internet-like videos and a KITTI-style
@@ -32,6 +33,7 @@ import numpy as np
 from geopt_io import write_bytes_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 HEADER = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ<1.25", "δ<1.25²", "δ<1.25³")
 
@@ -60,9 +62,11 @@ TINY = Budget(videos=2, video_s=3.0, pretrain_steps=2, transfer_steps=2, train_d
               mine_width_px=256, kitti_size="320x96")
 QUICK = Budget(videos=3, video_s=10.0, pretrain_steps=60, transfer_steps=40, train_drives=4, test_drives=2,
                frames_per_drive=24)
+MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=600, transfer_steps=150, train_drives=6, test_drives=2,
+                frames_per_drive=40, video_size="480x270", video_content_height_px=216, mine_width_px=320)
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
-BUDGETS = {"tiny": TINY, "quick": QUICK, "full": FULL}
+BUDGETS = {"tiny": TINY, "quick": QUICK, "medium": MEDIUM, "full": FULL}
 
 
 def run(command: list[str], log: Path) -> None:
@@ -102,9 +106,24 @@ def imagenet_cached() -> bool:
     return any((Path(torch.hub.get_dir()) / "checkpoints").glob("resnet18-*.pth"))
 
 
-def curve(log_path: Path) -> list[tuple[int, float]]:
+def curve(log_path: Path, key: str = "loss") -> list[tuple[int, float]]:
+    """(step, value) of every row of a run's log.jsonl that has `key`."""
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    return [(r["step"], r[key]) for r in rows if key in r]
+
+
+def zero_flow_epe_px(shards: Path, size: str) -> float:
+    """End-point error of predicting no motion at all on the validation shards, in training pixels: the
+    score a flow model must beat to have learned anything."""
+    from training.cli import parse_size
+    from training.data import DataConfig, val_loader
+
+    width, height = parse_size(size)
+    total, count = 0.0, 0
+    for _, _, flow in val_loader(DataConfig(shards=str(shards), width_px=width, height_px=height, batch_size=8)):
+        total += float(flow.norm(dim=1).mean()) * flow.shape[0]
+        count += flow.shape[0]
+    return total / count
 
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
@@ -162,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=BUDGETS, default="full",
                         help="tiny: ~1.5 min on 2 cores, checks that the loop closes (CI); quick: ~12 min on 2 cores, "
-                             "no claim made; full: the real run (default: %(default)s)")
+                             "no claim made; medium: ~1 h on 2 cores; full: the real run (default: %(default)s)")
     parser.add_argument("--quick", dest="budget", action="store_const", const="quick", help="same as --budget quick")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "experiment",
                         help="working folder; a previous run of this experiment in it is deleted first "
@@ -191,6 +210,8 @@ def main() -> None:
     run(["world.cli", "render", "--out", str(work / "videos"), "--videos", str(budget.videos), "--duration",
          str(budget.video_s), "--size", budget.video_size, "--content-height", str(budget.video_content_height_px),
          "--seed", "100"], log)
+    run(["world.cli", "shards", "--out", str(work / "flow_val"), "--drives", "1", "--samples",
+         str(max(4, min(20, budget.frames_per_drive // 2))), "--size", budget.kitti_size, "--seed", "7000"], log)
     phase("mining")
     server, base = serve(work / "videos")
     try:
@@ -205,7 +226,10 @@ def main() -> None:
     common = ["--device", args.device, "--size", budget.size, "--batch-size", str(budget.batch_size)]
     run(["training.cli", "pretrain", "--shards", str(work / "shards" / "<0000..0999>.tar"),
          "--run-dir", str(work / "pretrain"), "--steps", str(budget.pretrain_steps), "--workers", "1",
-         "--warmup-steps", str(max(1, budget.pretrain_steps // 20)), *common], log)
+         "--warmup-steps", str(max(1, budget.pretrain_steps // 20)), "--val-shards", str(work / "flow_val"),
+         "--val-every", str(max(1, budget.pretrain_steps // 5)), *common], log)
+    flow_epe = curve(work / "pretrain" / "log.jsonl", "val/epe_px")
+    zero_epe = zero_flow_epe_px(work / "flow_val", budget.size)
     run(["training.cli", "export", "--ckpt", str(work / "pretrain" / "last.pt"), "--out", str(work / "backbone.pth")],
         log)
     phase("transfer")
@@ -244,8 +268,9 @@ def main() -> None:
         gains.append(f"GeoPt vs scratch Abs Rel on {fraction} of the data: {geopt:.3f} vs {scratch:.3f} "
                      f"({(scratch - geopt) / scratch:+.1%})")
     mode = {"tiny": "--budget tiny (a check that the loop closes: no claim is made from these numbers)",
-            "quick": "--quick (small budget: no claim is made from these numbers)", "full": "full budget"}[args.budget]
-    flag = {"tiny": " --budget tiny", "quick": " --quick", "full": ""}[args.budget]
+            "quick": "--quick (small budget: no claim is made from these numbers)",
+            "medium": "--budget medium (about an hour on 2 CPU cores)", "full": "full budget"}[args.budget]
+    flag = {"tiny": " --budget tiny", "quick": " --quick", "medium": " --budget medium", "full": ""}[args.budget]
     date = time.strftime("%Y-%m-%d")
     report = "\n".join([
         f"# GeoPt vs scratch on the world ({mode})", "",
@@ -255,13 +280,17 @@ def main() -> None:
         f"depth transfer (M mode) {budget.transfer_steps} steps per run at {budget.size}, batch {budget.batch_size}; "
         f"{budget.train_drives} training drives and {budget.test_drives} unseen test drives of "
         f"{budget.frames_per_drive} frames.", "",
-        table(results), "", *[f"- {g}" for g in gains], "",
+        table(results), "", *[f"- {g}" for g in gains],
+        f"- Pretraining, flow end-point error on an unseen world drive (true flow, {budget.size} pixels): "
+        + " → ".join(f"{e:.2f}" for _, e in flow_epe) + f" px at steps {', '.join(str(s) for s, _ in flow_epe)}; "
+        f"predicting no motion scores {zero_epe:.2f} px.", "",
         "Time: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + f"; total {total_min:.1f} min.", "",
         "![learning curves](learning_curves.png)", "", "![depth examples](depth_examples.png)", ""])
     write_bytes_atomic(out / "results.md", report.encode())
     write_json_atomic(out / "results.json", {
         "command": f"python bench/geopt_vs_scratch.py{flag}", "budget_name": args.budget, "budget": asdict(budget),
         "date": date, "cpu_count": os.cpu_count(), "device": args.device, "errors": results,
+        "pretrain_val_epe_px": flow_epe, "zero_flow_epe_px": zero_epe,
         "minutes": {**minutes, "total": total_min}})
     print(report)
 

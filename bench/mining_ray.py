@@ -9,7 +9,6 @@ the measured rate into cluster arithmetic: source hours mined per hour per core,
 hour (staging tars + shards) that the output store must absorb.
 """
 import argparse
-import importlib.util
 import json
 import logging
 import shutil
@@ -21,9 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-_spec = importlib.util.spec_from_file_location("bench_mining", Path(__file__).with_name("mining.py"))
-bench_mining = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_mining)
+import mining_chain as bench_mining  # noqa: E402  (bench/ is on the path: this script's own folder)
 
 
 def duration_s(video: Path) -> float:

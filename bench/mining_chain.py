@@ -1,7 +1,7 @@
 """Mining benchmark: chain throughput against ffmpeg's bare decode, worker scaling, memory vs video length.
 
-    python bench/mining.py                       # uses ../shared/media's real clip when present
-    python bench/mining.py --video my_drive.mp4
+    python bench/mining_chain.py                       # uses ../shared/media's real clip when present
+    python bench/mining_chain.py --video my_drive.mp4
 
 Goals (issue 4): the whole chain (decode once, crop, scenes, motion filter, JPEG, tar) runs at >= 0.6x the
 speed of `ffmpeg -threads 1 -i V -an -vf fps=10,scale=640:-2 -f null -` on the same video with one worker,
