@@ -62,7 +62,7 @@ TINY = Budget(videos=2, video_s=3.0, pretrain_steps=2, transfer_steps=2, train_d
               mine_width_px=256, kitti_size="320x96")
 QUICK = Budget(videos=3, video_s=10.0, pretrain_steps=60, transfer_steps=40, train_drives=4, test_drives=2,
                frames_per_drive=24)
-MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=600, transfer_steps=150, train_drives=6, test_drives=2,
+MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=500, transfer_steps=120, train_drives=6, test_drives=2,
                 frames_per_drive=40, video_size="480x270", video_content_height_px=216, mine_width_px=320)
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
