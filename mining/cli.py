@@ -185,7 +185,7 @@ def run(url_list, download_dir, max_height, rate_limit, cookies, retries, keep_v
     try:
         with tqdm(unit="video", desc="videos") as bar:
             result = download_and_shard(download_config, config, keep_videos, on_url=on_url)
-    except (FileNotFoundError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error))
     for r in failed:
         click.echo(f"download failed: {r.url}\n    {r.reason}")

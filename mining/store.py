@@ -21,7 +21,10 @@ class Store:
 
     def __init__(self, location: str | Path):
         self.url = str(location)
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.url)
+        except (ImportError, ValueError) as error:  # an unknown scheme, or its fsspec backend not installed
+            raise ValueError(f"cannot write to {self.url}: {error}") from None
         self.root = root.rstrip("/")
         self.local = Path(root) if _is_local(self.fs) else None
         """The folder itself when it is on this machine's file system (plain paths and file:// URLs)."""
