@@ -57,6 +57,11 @@ class FlowLossConfig:
     smoothness: float = 0.05
     """Weight of edge-aware smoothness on flow measured in units of 10 pixels, halved per coarser scale."""
     occlusion_masking: bool = True
+    occlusion_penalty: float = 0.1
+    """Photometric error charged for each pixel the masks exclude (gone out of view, or failing the
+    forward-backward check). Without it excluding pixels is free, and a flow net learns to throw every
+    pixel out of view: loss near zero, flow meaningless. 0.1 is a badly matched pixel's error; a
+    well matched one costs ~0.02, a true occlusion more than 0.1."""
 
 
 def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch.Tensor],
@@ -79,7 +84,7 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
             back_full = F.interpolate(back, size=(h, w), mode="bilinear", align_corners=False) if scale else back
             mask_s = mask_s * forward_backward_mask(full.detach(), back_full.detach())
         error = photometric_error(warped_s, target)
-        photometric = (error * mask_s).sum() / mask_s.sum().clamp(min=1.0)
+        photometric = (error * mask_s + config.occlusion_penalty * (1 - mask_s)).mean()
         image_s = F.interpolate(target, size=flow.shape[-2:], mode="area") if scale else target
         smooth = edge_aware_smoothness(flow / 10.0, image_s) / (2**scale)
         total = total + photometric + config.smoothness * smooth
