@@ -45,6 +45,15 @@ def mine_on_ray(videos: Path, out: Path, cpus: int) -> tuple[float, dict]:
         ray.shutdown()
 
 
+def mine_locally(videos: Path, out: Path) -> float:
+    """Seconds for the same job with one local worker (no Ray): the baseline Ray's overhead shows against."""
+    from mining.shard import ShardConfig, shard_videos
+
+    start = time.perf_counter()
+    shard_videos(ShardConfig(in_dir=videos, out_dir=out, workers=1))
+    return time.perf_counter() - start
+
+
 def written_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*.tar"))
 
@@ -67,6 +76,9 @@ def main() -> None:
             shutil.copy(one_minute, folder / f"clip_{i}.mp4")
         source_hours = args.videos * duration_s(one_minute) / 3600
         frames = args.videos * bench_mining.source_frames(one_minute)
+        local_s = mine_locally(folder, tmp / "shards_local")
+        print(f"local, 1 worker (no Ray): {args.videos} x 1 min in {local_s:.1f} s = {frames / local_s:.0f} "
+              f"source frames/s", flush=True)
         seconds = {}
         for cpus in (1, 2):
             seconds[cpus], result = mine_on_ray(folder, tmp / f"shards_{cpus}", cpus)
@@ -75,7 +87,10 @@ def main() -> None:
                   flush=True)
         same = all((tmp / "shards_1" / e["name"]).read_bytes() == (tmp / "shards_2" / e["name"]).read_bytes()
                    for e in result["manifest"]["train"] + result["manifest"]["val"])
-        print(f"2 vs 1 worker: {seconds[1] / seconds[2]:.2f}x; outputs byte-identical: {same}")
+        same = same and all((tmp / "shards_local" / e["name"]).read_bytes() == (tmp / "shards_2" / e["name"]).read_bytes()
+                            for e in result["manifest"]["train"] + result["manifest"]["val"])
+        print(f"2 vs 1 Ray worker: {seconds[1] / seconds[2]:.2f}x; Ray 1 worker vs local: {local_s / seconds[1]:.2f}x; "
+              f"all three outputs byte-identical: {same}")
 
         per_core = source_hours / (seconds[1] / 3600)
         bytes_per_source_hour = written_bytes(tmp / "shards_1") / source_hours
