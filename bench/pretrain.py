@@ -24,6 +24,7 @@ from training.data import DataConfig, train_loader  # noqa: E402
 from training.models import GeoPtFlowModel  # noqa: E402
 from training.pretrain import PretrainConfig, _step_losses, _to_input  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
+from timing import loader_samples_per_s  # noqa: E402  (bench/, this script's folder)
 
 REAL_CLIP = ROOT.parent / "shared" / "media" / "drive_udacity_solidWhiteRight_960x540.mp4"
 
@@ -75,13 +76,7 @@ def main() -> None:
                           workers=args.workers, batches_per_epoch=10_000)
         config = PretrainConfig(data=data)
 
-        loader = iter(train_loader(data)[0])
-        next(loader)
-        start, batches = time.perf_counter(), 20
-        for _ in range(batches):
-            next(loader)
-        loader_rate = batches * args.batch_size / (time.perf_counter() - start)
-        del loader
+        loader_rate = loader_samples_per_s(iter(train_loader(data)[0]), args.batch_size)
 
         torch.manual_seed(0)
         model = GeoPtFlowModel().to(runtime.device)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from training.depth_data import training_batches  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
+from timing import loader_samples_per_s  # noqa: E402  (bench/, this script's folder)
 from training.transfer import TransferConfig, _step_losses, _to_device, build_model, transfer  # noqa: E402
 from world.kitti_export import KittiExportSpec, export_kitti  # noqa: E402
 
@@ -91,13 +92,7 @@ def main() -> None:
                                 width_px=width, height_px=height, batch_size=args.batch_size, workers=args.workers,
                                 device=str(runtime.device), steps=1, log_every=1)
 
-        loader = training_batches(config.loader_config())
-        next(loader)
-        start, batches = time.perf_counter(), 20
-        for _ in range(batches):
-            next(loader)
-        loader_rate = batches * args.batch_size / (time.perf_counter() - start)
-        del loader
+        loader_rate = loader_samples_per_s(training_batches(config.loader_config()), args.batch_size)
 
         torch.manual_seed(0)
         model = build_model(config, load_init=False).to(runtime.device)
