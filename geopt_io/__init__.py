@@ -73,10 +73,13 @@ def append_jsonl(path: Path, row: dict) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """All complete rows of a JSON-lines file; a torn last line (a kill mid-write) is ignored."""
     path = Path(path)
-    if not path.is_file():
-        return []
+    return parse_jsonl(path.read_text()) if path.is_file() else []
+
+
+def parse_jsonl(text: str) -> list[dict]:
+    """The complete rows of JSON-lines text; a torn line is skipped."""
     rows = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fsspec
 
-from geopt_io import TEMP_SUFFIX, append_jsonl, read_jsonl, to_jsonable, write_bytes_atomic
+from geopt_io import TEMP_SUFFIX, append_jsonl, parse_jsonl, read_jsonl, to_jsonable, write_bytes_atomic
 
 
 class Store:
@@ -104,15 +104,7 @@ class Store:
     def read_rows(self, relative: str) -> list[dict]:
         if self.local is not None:
             return read_jsonl(self.local / relative)
-        if not self.exists(relative):
-            return []
-        rows = []
-        for line in self.read_bytes(relative).decode().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        return parse_jsonl(self.read_bytes(relative).decode()) if self.exists(relative) else []
 
     def remove_temporaries(self, folder: str) -> None:
         """Delete what a killed writer left: temporaries are never complete files."""
