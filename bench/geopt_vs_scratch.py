@@ -51,6 +51,9 @@ class Budget:
     size: str = "320x96"
     """Network input size for pretraining and transfer (multiples of 32)."""
     batch_size: int = 4
+    pretrain_lr: float = 6e-4
+    """Peak pretraining learning rate for a batch of 8 (3x the CLI default: short CPU budgets need it to
+    leave the zero-flow plateau, `bench/flow_learning.py --lr 6e-4`)."""
     video_size: str = "640x360"
     video_content_height_px: int = 288
     mine_width_px: int = 640
@@ -233,6 +236,7 @@ def main() -> None:
     common = ["--device", args.device, "--size", budget.size, "--batch-size", str(budget.batch_size)]
     run(["training.cli", "pretrain", "--shards", str(work / "shards" / "<0000..0999>.tar"),
          "--run-dir", str(work / "pretrain"), "--steps", str(budget.pretrain_steps), "--workers", "1",
+         "--lr", str(budget.pretrain_lr),
          "--warmup-steps", str(max(1, budget.pretrain_steps // 20)), "--val-shards", str(work / "flow_val"),
          "--val-every", str(max(1, budget.pretrain_steps // 5)), *common], log)
     flow_epe = curve(work / "pretrain" / "log.jsonl", "val/epe_px")

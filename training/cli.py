@@ -60,7 +60,10 @@ def main():
               help="Gradient norm clipping.")
 @click.option("--smoothness", type=click.FloatRange(0), default=0.05, show_default=True,
               help="Weight of edge-aware flow smoothness.")
-@click.option("--no-occlusion-mask", is_flag=True, help="Do not mask pixels failing the forward-backward check.")
+@click.option("--occlusion-mask", is_flag=True,
+              help="Also mask pixels failing the forward-backward check (charged the occlusion penalty). Only "
+                   "for fine-tuning a net that already predicts flow (with --resume): from scratch it masks "
+                   "every pixel and nothing is learned.")
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Data loader processes.")
 @click.option("--shuffle-buffer", type=click.IntRange(1), default=256, show_default=True,
               help="Samples in the shuffle buffer of each loader worker.")
@@ -82,7 +85,7 @@ def main():
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--resume", is_flag=True, help="Continue RUN/last.pt: step, optimiser, schedule and RNG.")
 def pretrain(shards, val_shards, run_dir, arch, motion_dim, size, batch_size, steps, epochs, exact_epochs, lr,
-             weight_decay, warmup_steps, grad_clip, smoothness, no_occlusion_mask, workers, shuffle_buffer,
+             weight_decay, warmup_steps, grad_clip, smoothness, occlusion_mask, workers, shuffle_buffer,
              epoch_batches, device, precision, compile_model, checkpoint_every, val_every, log_every, image_every,
              nan_patience, seed, resume):
     """Geometric pretraining: learn optical flow through a narrow motion code, so the structure encoder
@@ -98,7 +101,7 @@ def pretrain(shards, val_shards, run_dir, arch, motion_dim, size, batch_size, st
                         seed=seed),
         run_dir=run_dir, val_shards=val_shards, arch=arch, motion_dim=motion_dim, steps=steps, epochs=epochs, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
-        loss=FlowLossConfig(smoothness=smoothness, occlusion_masking=not no_occlusion_mask), device=device,
+        loss=FlowLossConfig(smoothness=smoothness, occlusion_masking=occlusion_mask), device=device,
         precision=precision, compile=compile_model, checkpoint_every=checkpoint_every, val_every=val_every,
         log_every=log_every, image_every=image_every, nan_patience=nan_patience, seed=seed, resume=resume)
     try:

@@ -56,7 +56,12 @@ def forward_backward_mask(flow_forward: torch.Tensor, flow_backward: torch.Tenso
 class FlowLossConfig:
     smoothness: float = 0.05
     """Weight of edge-aware smoothness on flow measured in units of 10 pixels, halved per coarser scale."""
-    occlusion_masking: bool = True
+    occlusion_masking: bool = False
+    """Also mask pixels failing the forward-backward check. Off by default: from a fresh net the
+    forward and backward flows disagree nearly everywhere, every pixel is masked, the loss sits at
+    `occlusion_penalty` with no gradient and the net never learns flow (measured: loss 0.1000 from step 60
+    to 140, `bench/flow_learning.py --variants fb_check`). Turn it on to fine-tune a net that already
+    predicts flow, as UnFlow does."""
     occlusion_penalty: float = 0.1
     """Photometric error charged for each pixel the masks exclude (gone out of view, or failing the
     forward-backward check). Without it excluding pixels is free, and a flow net learns to throw every
