@@ -63,7 +63,7 @@ class Budget:
 TINY = Budget(videos=2, video_s=3.0, pretrain_steps=2, transfer_steps=2, train_drives=2, test_drives=1,
               frames_per_drive=6, size="128x64", batch_size=2, video_size="320x180", video_content_height_px=144,
               mine_width_px=256, kitti_size="320x96")
-QUICK = Budget(videos=3, video_s=10.0, pretrain_steps=60, transfer_steps=40, train_drives=4, test_drives=2,
+QUICK = Budget(videos=3, video_s=8.0, pretrain_steps=50, transfer_steps=30, train_drives=4, test_drives=2,
                frames_per_drive=24)
 MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=500, transfer_steps=120, train_drives=6, test_drives=2,
                 frames_per_drive=40, video_size="480x270", video_content_height_px=216, mine_width_px=320)
