@@ -9,7 +9,6 @@ predicting no motion. A model whose EPE stays at the zero-flow score has learned
 encoder could pass on to depth, whatever its photometric loss says.
 """
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from geopt_vs_scratch import curve, zero_flow_epe_px  # noqa: E402  (bench/, this script's folder)
 from training.losses import FlowLossConfig  # noqa: E402
 from training.pretrain import PretrainConfig, pretrain  # noqa: E402
 
@@ -31,14 +31,6 @@ def world_shards(out: Path, drives: int, samples: int, seed: int) -> Path:
                     "--samples", str(samples), "--size", "640x192", "--seed", str(seed)], check=True,
                    capture_output=True, cwd=ROOT)
     return out
-
-
-def zero_flow_epe_px(shards: Path, width: int, height: int) -> float:
-    from training.data import DataConfig, val_loader
-
-    norms = [float(flow.norm(dim=1).mean()) for _, _, flow in
-             val_loader(DataConfig(shards=str(shards), width_px=width, height_px=height, batch_size=1))]
-    return sum(norms) / len(norms)
 
 
 def main() -> None:
@@ -57,7 +49,7 @@ def main() -> None:
         tmp = Path(tmp)
         train = world_shards(tmp / "train", drives=3, samples=20, seed=300)
         val = world_shards(tmp / "val", drives=1, samples=20, seed=7000)
-        zero = zero_flow_epe_px(val, width, height)
+        zero = zero_flow_epe_px(val, args.size)
         print(f"predicting no motion: EPE {zero:.2f} px on the unseen drive at {args.size}", flush=True)
         for name in args.variants.split(","):
             run_dir = tmp / name
@@ -68,8 +60,7 @@ def main() -> None:
                 run_dir=run_dir, val_shards=str(val), steps=args.steps, warmup_steps=max(1, args.steps // 20),
                 val_every=max(1, args.steps // 5), log_every=max(1, args.steps // 5), device="cpu",
                 lr=args.lr, loss=VARIANTS[name]))
-            rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-            epe = [(r["step"], r["val/epe_px"]) for r in rows if "val/epe_px" in r]
+            epe = curve(run_dir / "log.jsonl", "val/epe_px")
             print(f"{name:>10}: EPE " + " -> ".join(f"{e:.2f}" for _, e in epe) + f" px at steps "
                   f"{', '.join(str(s) for s, _ in epe)} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from geopt_io import write_bytes_atomic, write_json_atomic
+from geopt_io import read_jsonl, write_bytes_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -118,8 +118,7 @@ def imagenet_cached() -> bool:
 
 def curve(log_path: Path, key: str = "loss") -> list[tuple[int, float]]:
     """(step, value) of every row of a run's log.jsonl that has `key`."""
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    return [(r["step"], r[key]) for r in rows if key in r]
+    return [(r["step"], r[key]) for r in read_jsonl(log_path) if key in r]
 
 
 def zero_flow_epe_px(shards: Path, size: str) -> float:

@@ -85,10 +85,9 @@ def main() -> None:
             print(f"Ray, {cpus} worker(s): {args.videos} x 1 min in {seconds[cpus]:.1f} s = "
                   f"{frames / seconds[cpus]:.0f} source frames/s, {result['stats']['totals']['samples']} samples",
                   flush=True)
-        same = all((tmp / "shards_1" / e["name"]).read_bytes() == (tmp / "shards_2" / e["name"]).read_bytes()
-                   for e in result["manifest"]["train"] + result["manifest"]["val"])
-        same = same and all((tmp / "shards_local" / e["name"]).read_bytes() == (tmp / "shards_2" / e["name"]).read_bytes()
-                            for e in result["manifest"]["train"] + result["manifest"]["val"])
+        names = [e["name"] for e in result["manifest"]["train"] + result["manifest"]["val"]]
+        same = all(len({(tmp / run / name).read_bytes() for run in ("shards_local", "shards_1", "shards_2")}) == 1
+                   for name in names)
         print(f"2 vs 1 Ray worker: {seconds[1] / seconds[2]:.2f}x; Ray 1 worker vs local: {local_s / seconds[1]:.2f}x; "
               f"all three outputs byte-identical: {same}")
 
