@@ -100,6 +100,7 @@ def _step_losses(model, target, source, config: PretrainConfig, runtime: Runtime
     return {"loss": 0.5 * (out_f["loss"] + out_b["loss"]),
             "photometric": 0.5 * (out_f["photometric"] + out_b["photometric"]),
             "smoothness": 0.5 * (out_f["smoothness"] + out_b["smoothness"]),
+            "excluded": 0.5 * (out_f["excluded"] + out_b["excluded"]),
             "flow": forward[0].detach(), "warped": out_f["warped"], "mask": out_f["mask"]}
 
 
@@ -121,26 +122,34 @@ def _log_images(writer: SummaryWriter, step: int, target, source, out) -> None:
 
 @torch.no_grad()
 def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
-    """Masked photometric error over (up to) `val_batches` validation batches, and the end-point error
-    (mean pixel distance to the true flow) over those that carry one (world shards)."""
+    """Over (up to) `val_batches` validation batches: the masked photometric error and the share of pixels
+    the loss excluded; where batches carry the true flow (world shards), the end-point error (mean pixel
+    distance to the true flow) and the mean predicted and true flow lengths, in pixels. A net that
+    satisfies the loss without learning motion shows here: EPE above the zero-flow score, predicted flow
+    far longer than the truth, many pixels excluded."""
     model.eval()
     loader = val_loader(replace(config.data, shards=config.val_shards))
-    total, count, epe_total, epe_count = 0.0, 0, 0.0, 0
+    sums = {"photometric": 0.0, "excluded": 0.0, "epe_px": 0.0, "flow_px": 0.0, "true_flow_px": 0.0}
+    count = flow_count = 0
     for i, (target, source, true_flow) in enumerate(loader):
         if i >= config.val_batches:
             break
         target, source = _to_input(target, runtime), _to_input(source, runtime)
         out = _step_losses(model, target, source, config, runtime)
-        total += float(out["photometric"]) * target.shape[0]
-        count += target.shape[0]
+        n = target.shape[0]
+        count += n
+        sums["photometric"] += float(out["photometric"]) * n
+        sums["excluded"] += float(out["excluded"]) * n
         if true_flow is not None:
-            error = (out["flow"].float() - true_flow.to(out["flow"].device)).norm(dim=1)
-            epe_total += float(error.mean()) * target.shape[0]
-            epe_count += target.shape[0]
+            flow, true_flow = out["flow"].float(), true_flow.to(out["flow"].device)
+            sums["epe_px"] += float((flow - true_flow).norm(dim=1).mean()) * n
+            sums["flow_px"] += float(flow.norm(dim=1).mean()) * n
+            sums["true_flow_px"] += float(true_flow.norm(dim=1).mean()) * n
+            flow_count += n
     model.train()
-    scores = {"val/photometric": total / max(1, count), "val/samples": count}
-    if epe_count:
-        scores["val/epe_px"] = epe_total / epe_count
+    scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count) for k in ("photometric", "excluded")}}
+    if flow_count:
+        scores.update({f"val/{k}": sums[k] / flow_count for k in ("epe_px", "flow_px", "true_flow_px")})
     return scores
 
 
@@ -247,7 +256,7 @@ def _pretrain(config: PretrainConfig, runtime: Runtime) -> dict:
             progress.update(1)
             if step % config.log_every == 0 or step == config.steps:
                 last_scalars = {"step": step, "loss": float(out["loss"].detach()), "photometric": float(out["photometric"]),
-                                "smoothness": float(out["smoothness"]), "lr": scheduler.get_last_lr()[0],
+                                "smoothness": float(out["smoothness"]), "excluded": float(out["excluded"]), "lr": scheduler.get_last_lr()[0],
                                 "grad_norm": float(grad_norm), "samples_per_s": samples / (time.perf_counter() - started)}
                 progress.set_postfix(loss=f"{last_scalars['loss']:.4f}")
                 if len(source_names) > 1:  # share of each data source since the last log

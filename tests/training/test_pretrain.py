@@ -16,7 +16,7 @@ from geopt_io import read_jsonl
 from training import pretrain as pretrain_module
 from training.data import DataConfig, train_loader, val_loader
 from training.export import export_backbone
-from training.losses import flow_loss
+from training.losses import FlowLossConfig, flow_loss, photometric_error
 from training.models import GeoPtFlowModel
 from training.pretrain import PretrainConfig, TrainingDiverged, pretrain, validate
 from training.runtime import start_runtime
@@ -47,6 +47,37 @@ def test_photometric_loss_prefers_the_true_flow():
     loss = lambda flow: float(flow_loss(as_tensor(frame.rgb), as_tensor(following.rgb), {0: flow}, None)["photometric"])
     assert loss(true_flow) < 0.5 * loss(torch.zeros_like(true_flow))
     assert loss(true_flow) < 0.5 * loss(true_flow + torch.tensor([3.0, -2.0])[None, :, None, None])
+
+
+def test_throwing_badly_matched_pixels_out_of_view_never_beats_standing_still():
+    """The 640x192 failure: with each pixel out of view charged a flat 0.1, a flow that stands still and
+    throws the pixels that match worst out of view scored below standing still, so nets learned that
+    instead of the far matches (loss 0.084, EPE 3.6x that of zero flow). Now leaving the view costs at
+    least the error of standing still."""
+    drive = Drive(DriveSpec(seed=7000, duration_s=4.0))
+    camera = PinholeCamera.kitti_like(640, 192)
+    renderer = Renderer(drive.scene, camera)
+    poses = drive.poses(np.array([2.0, 2.1]))
+    frame, following = renderer.render(poses[0]), renderer.render(poses[1])
+    as_tensor = lambda rgb: torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    target, source = as_tensor(frame.rgb), as_tensor(following.rgb)
+    true_flow = torch.from_numpy(flow_between(frame.depth_m, poses[0], poses[1], camera)).permute(2, 0, 1)[None]
+    standing_still = torch.zeros_like(true_flow)
+    unmatched_error = photometric_error(source, target)
+
+    def thrown_out(threshold: float) -> torch.Tensor:
+        """Standing still, but pixels whose error exceeds `threshold` move 400 px down, out of view."""
+        return torch.cat([standing_still[:, :1], (unmatched_error > threshold) * 400.0], dim=1)
+
+    def loss(flow, config):
+        scales = {s: torch.nn.functional.interpolate(flow, scale_factor=0.5**s, mode="nearest") for s in range(4)}
+        return float(flow_loss(target, source, scales, None, config)["photometric"])
+
+    config = FlowLossConfig()
+    assert loss(true_flow, config) < 0.6 * loss(standing_still, config)
+    assert all(loss(standing_still, config) < loss(thrown_out(t), config) for t in (0.1, 0.2, 0.3))
+    flat_exit = FlowLossConfig(exit_costs_standing_still=False, pyramid=False)  # the loss that failed
+    assert loss(thrown_out(0.3), flat_exit) < 0.95 * loss(standing_still, flat_exit)
 
 
 def test_the_flow_model_learns_the_true_flow_of_a_pair_not_to_hide_pixels():
@@ -117,7 +148,8 @@ def test_a_few_steps_on_one_batch_drive_the_loss_down(world_shards):
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+    # 0.8 until throwing pixels out of view stopped paying: part of the old drop came from that
+    assert np.mean(losses[-3:]) < 0.85 * losses[0], losses
 
 
 def test_resume_continues_step_optimiser_and_schedule(world_shards, tmp_path):
