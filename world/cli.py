@@ -1,4 +1,6 @@
 """`geopt-world`: render the procedural driving world as internet-like videos, KITTI raw trees or stills."""
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -52,7 +54,9 @@ def main():
 @click.option("--size", default="640x360", show_default=True, help="Frame size WIDTHxHEIGHT (even numbers).")
 @click.option("--content-height", type=click.IntRange(8), default=288, show_default=True,
               help="Height of the picture between the black letterbox bars (= frame height for no bars).")
-def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_height):
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes rendering videos side by side (each video is the same whatever the number).")
+def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_height, workers):
     """Render internet-like driving videos (H.264 mp4): cuts, letterbox, clock overlay, a parked stretch."""
     width, height = _size(size)
     _writable_dir(out_dir)
@@ -62,10 +66,18 @@ def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_h
             specs.append(internet_like_spec(seed + i, duration_s, fps, cuts, stop_s, width, height, content_height))
         except ValueError as error:
             raise click.ClickException(str(error))
-    total = sum(round(shot.duration_s * spec.frame_rate) for spec in specs for shot in spec.shots)
-    with tqdm(total=total, unit="frame", desc="render") as bar:
-        truths = [(render_video(spec, out_dir / f"world_{seed + i:04d}.mp4", bar.update), seed + i)
-                  for i, spec in enumerate(specs)]
+    paths = [out_dir / f"world_{seed + i:04d}.mp4" for i in range(videos)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
+                tqdm(total=videos, unit="video", desc="render") as bar:
+            truths = []
+            for truth in pool.map(render_video, specs, paths):
+                truths.append((truth, seed + len(truths)))
+                bar.update(1)
+    else:
+        total = sum(round(shot.duration_s * spec.frame_rate) for spec in specs for shot in spec.shots)
+        with tqdm(total=total, unit="frame", desc="render") as bar:
+            truths = [(render_video(spec, path, bar.update), seed + i) for i, (spec, path) in enumerate(zip(specs, paths))]
     for truth, video_seed in truths:
         click.echo(f"{out_dir / f'world_{video_seed:04d}.mp4'}: {truth.frame_count} frames at {truth.fps} fps, "
                    f"cuts at {truth.cut_frames}, static {truth.static_ranges}, content box {truth.content_box}")
@@ -85,7 +97,9 @@ def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_h
               help="Seed of drive 0; drive i uses seed + i.")
 @click.option("--test-stride", type=click.IntRange(1), default=3, show_default=True,
               help="Every n-th frame of a test drive goes into the test split.")
-def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed, test_stride):
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes rendering drives side by side (the tree is the same whatever the number).")
+def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed, test_stride, workers):
     """Write stereo drives in KITTI raw's exact layout with velodyne scans, calibration, Monodepth2 split
     files and gt_depths.npz, so code written for real KITTI runs on it unchanged. Reruns resume."""
     from world.kitti_export import KittiExportSpec, export_kitti
@@ -95,7 +109,7 @@ def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed
     spec = KittiExportSpec(out_dir, train_drives, test_drives, frames_per_drive, width, height, first_seed,
                            test_stride=test_stride)
     with tqdm(total=(train_drives + test_drives) * frames_per_drive, unit="frame", desc="kitti") as bar:
-        truth = export_kitti(spec, bar.update)
+        truth = export_kitti(spec, bar.update, workers)
     sizes = truth["split_sizes"]
     click.echo(f"{out_dir}: {len(truth['drives'])} drives of {frames_per_drive} stereo frames at {width}x{height}; "
                f"splits eigen_zhou train {sizes['train']}, val {sizes['val']}, eigen test {sizes['test']} "
@@ -107,19 +121,24 @@ def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed
               help="Folder for 0000.tar, 0001.tar, ...: one shard per drive.")
 @click.option("--drives", type=click.IntRange(1), default=2, show_default=True, help="Drives (one shard each).")
 @click.option("--samples", type=click.IntRange(1), default=20, show_default=True,
-              help="Samples (consecutive frame triplets at 10 Hz) per drive.")
+              help="Samples (consecutive frame triplets) per drive.")
 @click.option("--size", default="640x192", show_default=True, help="Frame size WIDTHxHEIGHT.")
 @click.option("--seed", type=int, default=500, show_default=True, help="Seed of drive 0; drive i uses seed + i.")
-def shards(out_dir, drives, samples, size, seed):
+@click.option("--fps", "frame_rate_hz", type=click.FloatRange(0.5, 100), default=10.0, show_default=True,
+              help="Frame rate of the samples; lower moves pixels farther between frames.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes rendering drives side by side.")
+def shards(out_dir, drives, samples, size, seed, frame_rate_hz, workers):
     """Write world drives as GeoPt shards carrying the exact flow of each sample (flow.npy), so that
     pretraining validation reports end-point error on them."""
-    from world.shards import write_world_shard
+    from world.shards import write_world_shards
 
     width, height = _size(size)
     _writable_dir(out_dir)
-    for i in tqdm(range(drives), unit="drive", desc="shards"):
-        write_world_shard(out_dir / f"{i:04d}.tar", seed + i, samples, width, height)
-    click.echo(f"{out_dir}: {drives} shards of {samples} samples at {width}x{height}, each with its true flow")
+    with tqdm(total=drives, unit="drive", desc="shards") as bar:
+        write_world_shards(out_dir, drives, samples, seed, width, height, frame_rate_hz, workers, bar.update)
+    click.echo(f"{out_dir}: {drives} shards of {samples} samples at {width}x{height}, {frame_rate_hz:g} Hz, "
+               "each with its true flow")
 
 
 @main.command()

@@ -15,6 +15,9 @@ Conventions of the synthetic sensors:
 - ``P_rect`` maps to 1-based pixel coordinates as KITTI's MATLAB devkit reads them; Monodepth2's
   ``round(u) - 1`` then lands every point on the 0-based pixel it was taken from.
 """
+import contextlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -119,10 +122,40 @@ def _timestamps_text(frame_count: int) -> str:
     return "".join(f"2011-09-26 13:{i // 600:02d}:{(i % 600) / FRAME_RATE_HZ:012.9f}\n" for i in range(frame_count))
 
 
-def export_kitti(spec: KittiExportSpec, progress: Callable[[int], None] | None = None) -> dict:
-    """Render every drive and write the whole tree; returns the truth also written to ``world_truth.json``.
+def _render_drive(spec: KittiExportSpec, d: int) -> dict:
+    """Write drive `d` (images, scans, timestamps), skipping frames already complete; returns its truth."""
+    root = Path(spec.out_dir)
+    camera = PinholeCamera.kitti_like(spec.width_px, spec.height_px)
+    duration_s = spec.frames_per_drive / FRAME_RATE_HZ
+    seed = spec.first_seed + d
+    stops = ((0.3 * duration_s, 0.2 * duration_s),) if d == 0 and spec.stop_in_first_drive else ()
+    drive = Drive(DriveSpec(seed=seed, duration_s=duration_s + (stops[0][1] if stops else 0.0), stops=stops))
+    folder = drive_folder(d)
+    drive_dir = root / folder
+    times_s = np.arange(spec.frames_per_drive) / FRAME_RATE_HZ
+    poses, exposures = drive.poses(times_s), drive.exposure(times_s)
+    left, right = Renderer(drive.scene, camera), Renderer(drive.scene, camera)
+    for side in ("image_02", "image_03", "velodyne_points"):
+        write_bytes_atomic(drive_dir / side / "timestamps.txt", _timestamps_text(spec.frames_per_drive).encode())
+    for i in range(spec.frames_per_drive):
+        name = f"{i:010d}"
+        paths = [drive_dir / "image_02" / "data" / f"{name}.png", drive_dir / "image_03" / "data" / f"{name}.png",
+                 drive_dir / "velodyne_points" / "data" / f"{name}.bin"]
+        if not all(p.is_file() for p in paths):
+            frame = left.render(poses[i], float(exposures[i]))
+            right_rgb = right.render(offset_pose(poses[i], KITTI_STEREO_BASELINE_M), float(exposures[i])).rgb
+            _write_png(paths[0], frame.rgb)
+            _write_png(paths[1], right_rgb)
+            write_bytes_atomic(paths[2], velodyne_scan(frame.depth_m, camera).tobytes())
+    return {"folder": folder, "seed": seed, "duration_s": drive.spec.duration_s, "stops": list(stops),
+            "times_s": times_s.tolist(), "poses": poses.tolist(), "split": "train" if d < spec.train_drives else "test"}
 
-    Files already complete from an earlier run are rendered again only if missing (a rerun resumes).
+
+def export_kitti(spec: KittiExportSpec, progress: Callable[[int], None] | None = None, workers: int = 1) -> dict:
+    """Render every drive (`workers` processes render drives side by side) and write the whole tree;
+    returns the truth also written to ``world_truth.json``. `progress` is called with each drive's frame
+    count as it completes. Frames already complete from an earlier run are not rendered again (a rerun
+    resumes); the tree is the same whatever `workers`.
     """
     root = Path(spec.out_dir)
     camera = PinholeCamera.kitti_like(spec.width_px, spec.height_px)
@@ -130,39 +163,23 @@ def export_kitti(spec: KittiExportSpec, progress: Callable[[int], None] | None =
     date_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(date_dir / "calib_cam_to_cam.txt", calib_cam_to_cam_text(camera).encode())
     write_bytes_atomic(date_dir / "calib_velo_to_cam.txt", calib_velo_to_cam_text().encode())
-    duration_s = spec.frames_per_drive / FRAME_RATE_HZ
     truth = {"spec": spec, "frame_rate_hz": FRAME_RATE_HZ, "intrinsics_px": camera.K.tolist(), "drives": []}
+    drives = range(spec.train_drives + spec.test_drives)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            rendered = pool.map(_render_drive, [spec] * len(drives), drives)
+        else:
+            rendered = (_render_drive(spec, d) for d in drives)
+        for drive_truth in rendered:
+            truth["drives"].append(drive_truth)
+            if progress:
+                progress(spec.frames_per_drive)
     train, val, test = [], [], []
     rng = np.random.default_rng(spec.first_seed)
-    for d in range(spec.train_drives + spec.test_drives):
-        seed = spec.first_seed + d
-        stops = ((0.3 * duration_s, 0.2 * duration_s),) if d == 0 and spec.stop_in_first_drive else ()
-        drive = Drive(DriveSpec(seed=seed, duration_s=duration_s + (stops[0][1] if stops else 0.0), stops=stops))
-        folder = drive_folder(d)
-        drive_dir = root / folder
-        times_s = np.arange(spec.frames_per_drive) / FRAME_RATE_HZ
-        poses, exposures = drive.poses(times_s), drive.exposure(times_s)
-        truth["drives"].append({"folder": folder, "seed": seed, "duration_s": drive.spec.duration_s,
-                                "stops": list(stops), "times_s": times_s.tolist(),
-                                "poses": poses.tolist(), "split": "train" if d < spec.train_drives else "test"})
-        left, right = Renderer(drive.scene, camera), Renderer(drive.scene, camera)
-        for side in ("image_02", "image_03"):
-            write_bytes_atomic(drive_dir / side / "timestamps.txt", _timestamps_text(spec.frames_per_drive).encode())
-        write_bytes_atomic(drive_dir / "velodyne_points" / "timestamps.txt",
-                           _timestamps_text(spec.frames_per_drive).encode())
-        for i in range(spec.frames_per_drive):
-            name = f"{i:010d}"
-            paths = [drive_dir / "image_02" / "data" / f"{name}.png", drive_dir / "image_03" / "data" / f"{name}.png",
-                     drive_dir / "velodyne_points" / "data" / f"{name}.bin"]
-            if not all(p.is_file() for p in paths):
-                frame = left.render(poses[i], float(exposures[i]))
-                right_rgb = right.render(offset_pose(poses[i], KITTI_STEREO_BASELINE_M), float(exposures[i])).rgb
-                _write_png(paths[0], frame.rgb)
-                _write_png(paths[1], right_rgb)
-                write_bytes_atomic(paths[2], velodyne_scan(frame.depth_m, camera).tobytes())
-            if progress:
-                progress(1)
-        usable = range(1, spec.frames_per_drive - 1)
+    usable = range(1, spec.frames_per_drive - 1)
+    for d, drive_truth in enumerate(truth["drives"]):
+        folder, poses = drive_truth["folder"], np.array(drive_truth["poses"])
         if d < spec.train_drives:
             moving = [i for i in usable if not np.array_equal(poses[i - 1], poses[i])
                       and not np.array_equal(poses[i], poses[i + 1])]
