@@ -1,18 +1,20 @@
 """The seed's claim, closed on the world: does geometric pretraining on mined video beat training depth
 from scratch (and ImageNet init, when its weights are in the local torch cache) at equal budget?
 
-    python bench/geopt_vs_scratch.py --budget tiny  # ~1.5 min on 2 cores: the CI check that the loop closes
-    python bench/geopt_vs_scratch.py --quick        # ~12 min on 2 cores, small budget, no claim made
-    python bench/geopt_vs_scratch.py --budget medium  # ~1 h on 2 cores: what this CPU machine can afford
-    python bench/geopt_vs_scratch.py                # the real run (hours on a CPU; minutes on a GPU)
+    python bench/geopt_vs_scratch.py --budget tiny    # ~2 min on 2 cores: the CI check that the loop closes
+    python bench/geopt_vs_scratch.py --quick          # ~10 min on 2 cores, small budget, no claim made
+    python bench/geopt_vs_scratch.py --budget medium  # ~1 h on 2 cores: what a CPU machine can afford
+    python bench/geopt_vs_scratch.py --budget gpu     # one GPU command (~9 min on one H200 with 16 cores)
+    python bench/geopt_vs_scratch.py                  # the full budget (hours on a CPU)
 
 Every step goes through the user's commands: `geopt-world` renders internet-like videos and a KITTI-style
 tree (its test drives are never mined nor trained on), the videos are served on 127.0.0.1 and mined by
-`geopt-mine download` and `shard`, `geopt-train pretrain` + `export` make the GeoPt backbone, `geopt-train transfer` (M mode)
-trains depth from each init with the same budget on all and on 10 % of the training split (few-shot),
-and `geopt-train evaluate` scores each on the Eigen-style test split. Writes the table (results.md), every
-score and timing (results.json), learning curves and depth pictures under --out (default docs/) and prints
-the table.
+`geopt-mine download` and `shard`, `geopt-train pretrain` + `export` make the GeoPt backbone, `geopt-train
+transfer` (M mode) trains depth from each init with the same budget on all and on 10 % of the training split
+(few-shot), once per seed, and `geopt-train evaluate` scores each on the Eigen-style test split. Runs that do
+not depend on each other run side by side (`Budget.parallel_runs`; a GPU has room for several). Writes the
+table (results.md: the mean over seeds and their spread), every score and timing (results.json), learning
+curves and depth pictures under --out (default docs/) and prints the table.
 """
 import argparse
 import functools
@@ -24,18 +26,21 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from geopt_io import read_jsonl, write_bytes_atomic, write_json_atomic
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from formats.files import read_jsonl, write_bytes_atomic, write_json_atomic  # noqa: E402
+
 ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 HEADER = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ<1.25", "δ<1.25²", "δ<1.25³")
+FRACTIONS = {"all": 1.0, "10%": 0.1}
 
 
 @dataclass(frozen=True)
@@ -49,36 +54,54 @@ class Budget:
     test_drives: int
     frames_per_drive: int
     size: str = "320x96"
-    """Network input size for pretraining and transfer (multiples of 32)."""
+    """Network input size for transfer (multiples of 32); pretraining uses `pretrain_size`."""
+    pretrain_size: str = "320x96"
     batch_size: int = 4
+    pretrain_batch_size: int = 4
     pretrain_lr: float = 6e-4
-    """Peak pretraining learning rate for a batch of 8 (3x the CLI default: short CPU budgets need it to
-    leave the zero-flow plateau, `bench/flow_learning.py --lr 6e-4`)."""
+    """Peak pretraining learning rate for a batch of 8 (3x the CLI default: short budgets need it to leave
+    the zero-flow plateau, `bench/flow_learning.py`)."""
     video_size: str = "640x360"
     video_content_height_px: int = 288
     mine_width_px: int = 640
     kitti_size: str = "640x192"
+    seeds: tuple[int, ...] = (0,)
+    """Each transfer run is repeated once per seed; the table shows the mean and the spread."""
+    workers: int = 1
+    """Processes for rendering and mining, and loader processes of pretraining."""
+    parallel_runs: int = 1
+    """Transfer runs (with their evaluations) going on at once."""
+    cuda: bool = False
+    """Needs a CUDA GPU (exits with one line on a machine without)."""
 
 
 TINY = Budget(videos=2, video_s=3.0, pretrain_steps=2, transfer_steps=2, train_drives=2, test_drives=1,
-              frames_per_drive=6, size="128x64", batch_size=2, video_size="320x180", video_content_height_px=144,
-              mine_width_px=256, kitti_size="320x96")
+              frames_per_drive=6, size="128x64", pretrain_size="128x64", batch_size=2, pretrain_batch_size=2,
+              video_size="320x180", video_content_height_px=144, mine_width_px=256, kitti_size="320x96",
+              seeds=(0, 1), workers=2, parallel_runs=2)
 QUICK = Budget(videos=3, video_s=8.0, pretrain_steps=50, transfer_steps=30, train_drives=4, test_drives=2,
                frames_per_drive=24)
 MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=500, transfer_steps=120, train_drives=6, test_drives=2,
                 frames_per_drive=40, video_size="480x270", video_content_height_px=216, mine_width_px=320)
+GPU = Budget(videos=24, video_s=20.0, pretrain_steps=1500, transfer_steps=500, train_drives=16, test_drives=4,
+             frames_per_drive=60, size="640x192", pretrain_size="640x192", batch_size=12, pretrain_batch_size=16,
+             seeds=(0, 1), workers=14, parallel_runs=8, cuda=True)
+"""Sized from the H200 figures of issue 14 (pretraining ~12 steps/s at 640x192 batch 16, transfer ~10
+steps/s at batch 12 alone) to fit one 9-minute GPU command; not yet run on a GPU."""
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
-BUDGETS = {"tiny": TINY, "quick": QUICK, "medium": MEDIUM, "full": FULL}
+BUDGETS = {"tiny": TINY, "quick": QUICK, "medium": MEDIUM, "gpu": GPU, "full": FULL}
+FLAGS = {"tiny": " --budget tiny", "quick": " --quick", "medium": " --budget medium", "gpu": " --budget gpu",
+         "full": ""}
 
 
-def run(command: list[str], log: Path) -> None:
-    """Run a GeoPt command (its full output appended to `log`), print what it made (its last line) and its
-    wall time, and stop with its tail if it fails.
+def run(command: list[str], log: Path, env: dict | None = None) -> str:
+    """Run a GeoPt command (its whole output appended to `log`), print what it made (its last line) and its
+    wall time, and stop with its tail if it fails. Returns that last line.
 
     OpenMP threads sleep instead of spinning while they wait (unless the caller's environment says otherwise):
     spinning threads made each training step ~5x slower whenever another job shared the cores."""
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(ROOT)}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     start, started_s = log.stat().st_size if log.exists() else 0, time.perf_counter()
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
@@ -89,8 +112,10 @@ def run(command: list[str], log: Path) -> None:
     if done.returncode:
         sys.exit(f"failed: {' '.join(command)}\n" + "\n".join(lines[-20:]))
     name = command[0].split(".")[0].replace("training", "geopt-train").replace("mining", "geopt-mine")
-    print(f"  {name.replace('world', 'geopt-world')} {command[1]} ({time.perf_counter() - started_s:.0f} s): "
-          f"{lines[-1] if lines else 'done'}", flush=True)
+    last = lines[-1] if lines else "done"
+    print(f"  {name.replace('world', 'geopt-world')} {command[1]} ({time.perf_counter() - started_s:.0f} s): {last}",
+          flush=True)
+    return last
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -124,8 +149,8 @@ def curve(log_path: Path, key: str = "loss") -> list[tuple[int, float]]:
 def zero_flow_epe_px(shards: Path, size: str) -> float:
     """End-point error of predicting no motion at all on the validation shards, in training pixels: the
     score a flow model must beat to have learned anything."""
-    from training.cli import parse_size
-    from training.data import DataConfig, val_loader
+    from training.options import parse_size
+    from training.flow.data import DataConfig, val_loader
 
     width, height = parse_size(size)
     total, count = 0.0, 0
@@ -135,32 +160,40 @@ def zero_flow_epe_px(shards: Path, size: str) -> float:
     return total / count
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    """Training loss against step for every run, drawn with OpenCV (no plotting library needed)."""
+def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, label: str = "training loss",
+                reference: float | None = None) -> None:
+    """Value against step for every run, drawn with OpenCV (no plotting library needed); `reference`
+    draws a dashed level (e.g. the zero-flow score) for comparison."""
     width, height, margin = 800, 420, 50
     canvas = np.full((height, width, 3), 255, np.uint8)
     points = [p for c in curves.values() for p in c]
     if not points:
         return
     max_step = max(p[0] for p in points)
-    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    values = [p[1] for p in points] + ([reference] if reference is not None else [])
+    low, high = min(values), max(values)
+
+    def y(value: float) -> int:
+        return int(height - margin - (value - low) / max(high - low, 1e-9) * (height - 1.5 * margin))
+
     colours = [(200, 80, 30), (30, 30, 200), (40, 160, 40), (150, 40, 150), (0, 140, 200), (90, 90, 90)]
     cv2.rectangle(canvas, (margin, margin // 2), (width - margin // 2, height - margin), (0, 0, 0), 1)
+    if reference is not None:
+        for x in range(margin, width - margin // 2, 12):
+            cv2.line(canvas, (x, y(reference)), (x + 6, y(reference)), (120, 120, 120), 1)
     for i, (name, points_i) in enumerate(curves.items()):
-        xy = np.array([[margin + (s / max_step) * (width - 1.5 * margin),
-                        height - margin - (v - low) / max(high - low, 1e-9) * (height - 1.5 * margin)]
-                       for s, v in points_i], np.int32)
+        xy = np.array([[margin + (s / max_step) * (width - 1.5 * margin), y(v)] for s, v in points_i], np.int32)
         cv2.polylines(canvas, [xy], False, colours[i % len(colours)], 2, cv2.LINE_AA)
         cv2.putText(canvas, name, (margin + 10, margin + 18 * i + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     colours[i % len(colours)], 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"training loss vs step (0..{max_step}); {low:.3f}..{high:.3f}", (margin, height - 15),
+    cv2.putText(canvas, f"{label} vs step (0..{max_step}); {low:.3f}..{high:.3f}", (margin, height - 15),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), canvas)
 
 
 def depth_figure(kitti: Path, predictions: dict[str, Path], path: Path, count: int = 3) -> None:
     """Rows: test images, then each model's predicted disparity (brighter = nearer)."""
-    from training.kitti import image_path, read_split_file
+    from formats.kitti import image_path, read_split_file
 
     entries = read_split_file(kitti / "splits" / "eigen" / "test_files.txt")[:count]
     images = [cv2.imread(str(image_path(kitti, e))) for e in entries]
@@ -178,19 +211,165 @@ def depth_figure(kitti: Path, predictions: dict[str, Path], path: Path, count: i
     cv2.imwrite(str(path), np.concatenate(rows, axis=0))
 
 
-def table(results: dict[str, dict]) -> str:
+def mean_over_seeds(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([errors[k] for errors in per_seed.values()])) for k in ERRORS}
+
+
+def table(per_seed: dict[str, dict[int, dict[str, float]]]) -> str:
+    """Mean errors over seeds; with several seeds Abs Rel shows ± half the range between them."""
     lines = ["| init | training data | " + " | ".join(HEADER) + " |", "|---|---|" + "---|" * len(HEADER)]
-    for name, errors in results.items():
+    for name, runs in per_seed.items():
         init, fraction = name.split("@")
-        lines.append(f"| {init} | {fraction} | " + " | ".join(f"{errors[k]:.3f}" for k in ERRORS) + " |")
+        mean = mean_over_seeds(runs)
+        cells = [f"{mean[k]:.3f}" for k in ERRORS]
+        if len(runs) > 1:
+            values = [errors["abs_rel"] for errors in runs.values()]
+            cells[0] += f" ± {(max(values) - min(values)) / 2:.3f}"
+        lines.append(f"| {init} | {fraction} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --- the phases ----------------------------------------------------------------------------------------
+
+def make_world(budget: Budget, work: Path, log: Path) -> None:
+    """The KITTI-style tree (train and unseen test drives), the internet-like videos, and world shards with
+    true flow on which pretraining reports its end-point error."""
+    workers = ["--workers", str(budget.workers)]
+    run(["world.cli", "kitti", "--out", str(work / "kitti"), "--train-drives", str(budget.train_drives),
+         "--test-drives", str(budget.test_drives), "--frames", str(budget.frames_per_drive),
+         "--size", budget.kitti_size, "--seed", "9000", *workers], log)
+    run(["world.cli", "render", "--out", str(work / "videos"), "--videos", str(budget.videos), "--duration",
+         str(budget.video_s), "--size", budget.video_size, "--content-height", str(budget.video_content_height_px),
+         "--seed", "100", *workers], log)
+    run(["world.cli", "shards", "--out", str(work / "flow_val"), "--drives", "2", "--samples",
+         str(max(4, min(20, budget.frames_per_drive // 2))), "--size", budget.pretrain_size, "--seed", "7000",
+         *workers], log)
+
+
+def mine(budget: Budget, work: Path, log: Path) -> None:
+    """Serve the videos on 127.0.0.1, download them with `geopt-mine download`, mine them into shards."""
+    server, base = serve(work / "videos")
+    try:
+        urls = work / "urls.txt"
+        urls.write_text("".join(f"{base}/{p.name}\n" for p in sorted((work / "videos").glob("*.mp4"))))
+        run(["mining.cli", "download", "--list", str(urls), "--downloads", str(work / "downloads")], log)
+        run(["mining.cli", "shard", "--in", str(work / "downloads"), "--out", str(work / "shards"),
+             "--width", str(budget.mine_width_px), "--workers", str(max(2, budget.workers))], log)
+    finally:
+        server.shutdown()
+
+
+def pretrain_backbone(budget: Budget, work: Path, log: Path, device: str) -> dict:
+    """`geopt-train pretrain` on the mined shards and `export`; returns the validation EPE curve on world
+    drives with true flow, the zero-flow score and the loss curve."""
+    steps = budget.pretrain_steps
+    run(["training.cli", "pretrain", "--shards", str(work / "shards" / "<0000..0999>.tar"),
+         "--run-dir", str(work / "pretrain"), "--steps", str(steps), "--workers", str(min(budget.workers, 12)),
+         "--lr", str(budget.pretrain_lr), "--warmup-steps", str(max(1, steps // 20)),
+         "--val-shards", str(work / "flow_val"), "--val-every", str(max(1, steps // 5)),
+         "--device", device, "--size", budget.pretrain_size, "--batch-size", str(budget.pretrain_batch_size)], log)
+    run(["training.cli", "export", "--ckpt", str(work / "pretrain" / "last.pt"), "--out", str(work / "backbone.pth")],
+        log)
+    return {"epe": curve(work / "pretrain" / "log.jsonl", "val/epe_px"),
+            "zero_epe": zero_flow_epe_px(work / "flow_val", budget.pretrain_size),
+            "loss": curve(work / "pretrain" / "log.jsonl")}
+
+
+def transfer_and_evaluate(budget: Budget, work: Path, log_dir: Path, device: str, name: str, init: str,
+                          fraction: str, seed: int) -> tuple[dict, list]:
+    """One `geopt-train transfer` run from `init`, its `evaluate`, and for the first seed on all data the
+    `predict` of the test images into work/predictions/`name`; returns its errors and loss curve. Each run
+    writes its own command log, so runs can go side by side."""
+    run_dir = work / "transfer" / f"{name}_{fraction.replace('%', 'pc')}_seed{seed}"
+    log = log_dir / f"{run_dir.name}.log"
+    kitti = f"kitti:{work / 'kitti'}"
+    run(["training.cli", "transfer", "--data", kitti, "--split", "eigen_zhou", "--mode", "M", "--init", init,
+         "--run-dir", str(run_dir), "--steps", str(budget.transfer_steps), "--train-fraction",
+         str(FRACTIONS[fraction]), "--workers", "1", "--log-every", str(max(1, min(5, budget.transfer_steps // 10))),
+         "--seed", str(seed), "--device", device, "--size", budget.size, "--batch-size", str(budget.batch_size)],
+        log, env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // budget.parallel_runs))})
+    scores = work / f"{run_dir.name}.json"
+    run(["training.cli", "evaluate", "--data", kitti, "--split", "eigen", "--ckpt", str(run_dir / "last.pt"),
+         "--device", device, "--out", str(scores)], log)
+    if fraction == "all" and seed == budget.seeds[0]:
+        run(["training.cli", "predict", "--ckpt", str(run_dir / "last.pt"), "--data", kitti, "--split", "eigen",
+             "--save-npy", "--device", device, "--out", str(work / "predictions" / name)], log)
+    return json.loads(scores.read_text())["errors"], curve(run_dir / "log.jsonl")
+
+
+def transfer_all(budget: Budget, work: Path, device: str) -> tuple[dict, dict, dict]:
+    """Every init x training fraction x seed, `parallel_runs` at a time. Returns the errors
+    {'init@fraction': {seed: errors}}, the first seed's loss curves and its prediction folders (all data)."""
+    inits = {"geopt": f"geopt:{work / 'backbone.pth'}", "scratch": "scratch"}
+    if imagenet_cached():
+        inits["imagenet"] = "imagenet"
+    jobs = [(name, init, fraction, seed) for fraction in FRACTIONS for name, init in inits.items()
+            for seed in budget.seeds]
+    log_dir = work / "transfer_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(budget.parallel_runs) as pool:
+        outcomes = pool.map(lambda job: transfer_and_evaluate(budget, work, log_dir, device, *job), jobs)
+        per_seed, curves = {}, {}
+        for (name, _, fraction, seed), (errors, loss) in zip(jobs, outcomes):
+            per_seed.setdefault(f"{name}@{fraction}", {})[seed] = errors
+            if seed == budget.seeds[0]:
+                curves[f"{name}@{fraction}"] = loss
+    return per_seed, curves, {name: work / "predictions" / name for name in inits}
+
+
+def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_seed: dict, flow: dict,
+                 minutes: dict) -> str:
+    """results.md (table, gains, the pretraining's EPE line, times, pictures) and results.json; returns the
+    markdown."""
+    means = {name: mean_over_seeds(runs) for name, runs in per_seed.items()}
+    gains = []
+    for fraction in FRACTIONS:
+        geopt, scratch = means[f"geopt@{fraction}"]["abs_rel"], means[f"scratch@{fraction}"]["abs_rel"]
+        per_seed_gains = [(per_seed[f"scratch@{fraction}"][s]["abs_rel"] - per_seed[f"geopt@{fraction}"][s]["abs_rel"])
+                          / per_seed[f"scratch@{fraction}"][s]["abs_rel"] for s in budget.seeds]
+        gains.append(f"GeoPt vs scratch Abs Rel on {fraction} of the data: {geopt:.3f} vs {scratch:.3f} "
+                     f"({(scratch - geopt) / scratch:+.1%}; per seed " + ", ".join(f"{g:+.1%}" for g in per_seed_gains)
+                     + ")")
+    mode = {"tiny": "--budget tiny (a check that the loop closes: no claim is made from these numbers)",
+            "quick": "--quick (small budget: no claim is made from these numbers)",
+            "medium": "--budget medium (about an hour on 2 CPU cores)", "gpu": "--budget gpu (one GPU command)",
+            "full": "full budget"}[budget_name]
+    date = time.strftime("%Y-%m-%d")
+    epe = flow["epe"]
+    report = "\n".join([
+        f"# GeoPt vs scratch on the world ({mode})", "",
+        f"Command: `python bench/geopt_vs_scratch.py{FLAGS[budget_name]}` "
+        f"({date}, {os.cpu_count()} CPU cores, device {device}).", "",
+        f"- Pretraining, flow end-point error on unseen world drives (true flow, {budget.pretrain_size} pixels): "
+        + " → ".join(f"{e:.2f}" for _, e in epe) + f" px at steps {', '.join(str(s) for s, _ in epe)}; "
+        f"predicting no motion scores {flow['zero_epe']:.2f} px"
+        + (f" (last: {epe[-1][1] / flow['zero_epe']:.2f}x)." if epe else "."),
+        *[f"- {g}" for g in gains], "",
+        table(per_seed), "",
+        f"Budget: {budget.videos} mined videos of {budget.video_s:.0f} s, pretraining {budget.pretrain_steps} steps at "
+        f"{budget.pretrain_size} (batch {budget.pretrain_batch_size}), depth transfer (M mode) "
+        f"{budget.transfer_steps} steps per run at {budget.size} (batch {budget.batch_size}), seeds "
+        f"{', '.join(map(str, budget.seeds))}; {budget.train_drives} training drives and {budget.test_drives} unseen "
+        f"test drives of {budget.frames_per_drive} frames.", "",
+        "Time: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items() if k != "total")
+        + f"; total {minutes['total']:.1f} min.", "",
+        "![pretraining](pretraining_epe.png)", "", "![learning curves](learning_curves.png)", "",
+        "![depth examples](depth_examples.png)", ""])
+    write_bytes_atomic(out / "results.md", report.encode())
+    write_json_atomic(out / "results.json", {
+        "command": f"python bench/geopt_vs_scratch.py{FLAGS[budget_name]}", "budget_name": budget_name,
+        "budget": asdict(budget), "date": date, "cpu_count": os.cpu_count(), "device": device, "errors": means,
+        "errors_per_seed": per_seed, "pretrain_val_epe_px": epe, "zero_flow_epe_px": flow["zero_epe"],
+        "minutes": minutes})
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=BUDGETS, default="full",
-                        help="tiny: ~1.5 min on 2 cores, checks that the loop closes (CI); quick: ~12 min on 2 cores, "
-                             "no claim made; medium: ~1 h on 2 cores; full: the real run (default: %(default)s)")
+                        help="tiny: ~2 min on 2 cores, checks that the loop closes (CI); quick: ~10 min on 2 cores, "
+                             "no claim made; medium: ~1 h on 2 cores; gpu: one GPU command of ~9 min; full: the "
+                             "real run (default: %(default)s)")
     parser.add_argument("--quick", dest="budget", action="store_const", const="quick", help="same as --budget quick")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "experiment",
                         help="working folder; a previous run of this experiment in it is deleted first "
@@ -200,6 +379,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
+    if budget.cuda:
+        import torch
+        if not torch.cuda.is_available() or args.device == "cpu":
+            sys.exit(f"--budget {args.budget} needs a CUDA GPU and this machine has none "
+                     "(use --budget tiny, quick, medium or full on a CPU)")
     work, out = args.work, args.out
     if work.exists() and any(work.iterdir()) and not (work / "commands.log").is_file():
         sys.exit(f"{work} holds files this experiment did not make; choose another --work")
@@ -207,102 +391,22 @@ def main() -> None:
     work.mkdir(parents=True)
     out.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"
-    timings, started = {}, time.perf_counter()
-
-    def phase(name: str):
-        timings[name] = time.perf_counter()
-
-    phase("world")
-    run(["world.cli", "kitti", "--out", str(work / "kitti"), "--train-drives", str(budget.train_drives),
-         "--test-drives", str(budget.test_drives), "--frames", str(budget.frames_per_drive),
-         "--size", budget.kitti_size, "--seed", "9000"], log)
-    run(["world.cli", "render", "--out", str(work / "videos"), "--videos", str(budget.videos), "--duration",
-         str(budget.video_s), "--size", budget.video_size, "--content-height", str(budget.video_content_height_px),
-         "--seed", "100"], log)
-    run(["world.cli", "shards", "--out", str(work / "flow_val"), "--drives", "1", "--samples",
-         str(max(4, min(20, budget.frames_per_drive // 2))), "--size", budget.kitti_size, "--seed", "7000"], log)
-    phase("mining")
-    server, base = serve(work / "videos")
-    try:
-        urls = work / "urls.txt"
-        urls.write_text("".join(f"{base}/{p.name}\n" for p in sorted((work / "videos").glob("*.mp4"))))
-        run(["mining.cli", "download", "--list", str(urls), "--downloads", str(work / "downloads")], log)
-        run(["mining.cli", "shard", "--in", str(work / "downloads"), "--out", str(work / "shards"),
-             "--width", str(budget.mine_width_px), "--workers", "2"], log)
-    finally:
-        server.shutdown()
-    phase("pretrain")
-    common = ["--device", args.device, "--size", budget.size, "--batch-size", str(budget.batch_size)]
-    run(["training.cli", "pretrain", "--shards", str(work / "shards" / "<0000..0999>.tar"),
-         "--run-dir", str(work / "pretrain"), "--steps", str(budget.pretrain_steps), "--workers", "1",
-         "--lr", str(budget.pretrain_lr),
-         "--warmup-steps", str(max(1, budget.pretrain_steps // 20)), "--val-shards", str(work / "flow_val"),
-         "--val-every", str(max(1, budget.pretrain_steps // 5)), *common], log)
-    flow_epe = curve(work / "pretrain" / "log.jsonl", "val/epe_px")
-    zero_epe = zero_flow_epe_px(work / "flow_val", budget.size)
-    run(["training.cli", "export", "--ckpt", str(work / "pretrain" / "last.pt"), "--out", str(work / "backbone.pth")],
-        log)
-    phase("transfer")
-    inits = {"geopt": f"geopt:{work / 'backbone.pth'}", "scratch": "scratch"}
-    if imagenet_cached():
-        inits["imagenet"] = "imagenet"
-    results, curves, predictions = {}, {}, {}
-    transfer_log_every = max(1, min(5, budget.transfer_steps // 10))
-    for fraction in (1.0, 0.1):
-        for name, init in inits.items():
-            key = f"{name}@{'all' if fraction == 1.0 else '10%'}"
-            run_dir = work / "transfer" / key.replace("@", "_").replace("%", "pc")
-            run(["training.cli", "transfer", "--data", f"kitti:{work / 'kitti'}", "--split", "eigen_zhou",
-                 "--mode", "M", "--init", init, "--run-dir", str(run_dir), "--steps", str(budget.transfer_steps),
-                 "--train-fraction", str(fraction), "--workers", "1", "--log-every", str(transfer_log_every),
-                 "--seed", "0", *common], log)
-            scores = work / f"{run_dir.name}.json"
-            run(["training.cli", "evaluate", "--data", f"kitti:{work / 'kitti'}", "--split", "eigen",
-                 "--ckpt", str(run_dir / "last.pt"), "--device", args.device, "--out", str(scores)], log)
-            results[key] = json.loads(scores.read_text())["errors"]
-            curves[key] = curve(run_dir / "log.jsonl")
-            if fraction == 1.0:
-                predictions[name] = work / "predictions" / name
-                run(["training.cli", "predict", "--ckpt", str(run_dir / "last.pt"), "--data", f"kitti:{work / 'kitti'}",
-                     "--split", "eigen", "--save-npy", "--device", args.device, "--out", str(predictions[name])],
-                    log)
-    phase("end")
-    minutes = {name: (timings[nxt] - timings[name]) / 60 for name, nxt in
-               zip(["world", "mining", "pretrain", "transfer"], ["mining", "pretrain", "transfer", "end"])}
-    total_min = (time.perf_counter() - started) / 60
-    plot_curves(curves, out / "learning_curves.png")
+    started = time.perf_counter()
+    marks = {}
+    for phase, do in (("world", lambda: make_world(budget, work, log)), ("mining", lambda: mine(budget, work, log)),
+                      ("pretrain", lambda: pretrain_backbone(budget, work, log, args.device)),
+                      ("transfer", lambda: transfer_all(budget, work, args.device))):
+        phase_started = time.perf_counter()
+        marks[phase] = (do(), (time.perf_counter() - phase_started) / 60)
+    flow = marks["pretrain"][0]
+    per_seed, curves, predictions = marks["transfer"][0]
+    minutes = {phase: value[1] for phase, value in marks.items()}
+    minutes["total"] = (time.perf_counter() - started) / 60
+    plot_curves(curves, out / "learning_curves.png", "depth transfer training loss")
+    plot_curves({"pretraining": [(s, e / flow["zero_epe"]) for s, e in flow["epe"]]}, out / "pretraining_epe.png",
+                "pretraining validation EPE / zero-flow EPE", reference=1.0)
     depth_figure(work / "kitti", predictions, out / "depth_examples.png")
-    gains = []
-    for fraction in ("all", "10%"):
-        geopt, scratch = results[f"geopt@{fraction}"]["abs_rel"], results[f"scratch@{fraction}"]["abs_rel"]
-        gains.append(f"GeoPt vs scratch Abs Rel on {fraction} of the data: {geopt:.3f} vs {scratch:.3f} "
-                     f"({(scratch - geopt) / scratch:+.1%})")
-    mode = {"tiny": "--budget tiny (a check that the loop closes: no claim is made from these numbers)",
-            "quick": "--quick (small budget: no claim is made from these numbers)",
-            "medium": "--budget medium (about an hour on 2 CPU cores)", "full": "full budget"}[args.budget]
-    flag = {"tiny": " --budget tiny", "quick": " --quick", "medium": " --budget medium", "full": ""}[args.budget]
-    date = time.strftime("%Y-%m-%d")
-    report = "\n".join([
-        f"# GeoPt vs scratch on the world ({mode})", "",
-        f"Command: `python bench/geopt_vs_scratch.py{flag}` "
-        f"({date}, {os.cpu_count()} CPU cores, device {args.device}).", "",
-        f"Budget: {budget.videos} mined videos of {budget.video_s:.0f} s, pretraining {budget.pretrain_steps} steps, "
-        f"depth transfer (M mode) {budget.transfer_steps} steps per run at {budget.size}, batch {budget.batch_size}; "
-        f"{budget.train_drives} training drives and {budget.test_drives} unseen test drives of "
-        f"{budget.frames_per_drive} frames.", "",
-        table(results), "", *[f"- {g}" for g in gains],
-        f"- Pretraining, flow end-point error on an unseen world drive (true flow, {budget.size} pixels): "
-        + " → ".join(f"{e:.2f}" for _, e in flow_epe) + f" px at steps {', '.join(str(s) for s, _ in flow_epe)}; "
-        f"predicting no motion scores {zero_epe:.2f} px.", "",
-        "Time: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + f"; total {total_min:.1f} min.", "",
-        "![learning curves](learning_curves.png)", "", "![depth examples](depth_examples.png)", ""])
-    write_bytes_atomic(out / "results.md", report.encode())
-    write_json_atomic(out / "results.json", {
-        "command": f"python bench/geopt_vs_scratch.py{flag}", "budget_name": args.budget, "budget": asdict(budget),
-        "date": date, "cpu_count": os.cpu_count(), "device": args.device, "errors": results,
-        "pretrain_val_epe_px": flow_epe, "zero_flow_epe_px": zero_epe,
-        "minutes": {**minutes, "total": total_min}})
-    print(report)
+    print(write_report(budget, args.budget, args.device, out, per_seed, flow, minutes))
 
 
 if __name__ == "__main__":

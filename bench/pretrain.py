@@ -20,9 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.data import DataConfig, train_loader  # noqa: E402
-from training.models import GeoPtFlowModel  # noqa: E402
-from training.pretrain import PretrainConfig, _step_losses, _to_input  # noqa: E402
+from training.flow.data import DataConfig, train_loader  # noqa: E402
+from training.flow.model import GeoPtFlowModel  # noqa: E402
+from training.flow.pretrain import PretrainConfig, flow_losses, to_input  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
 from timing import loader_samples_per_s  # noqa: E402  (bench/, this script's folder)
 
@@ -50,8 +50,8 @@ def timed_steps(model, optimiser, batches, config, runtime, steps: int) -> float
         if i == 1:
             start = time.perf_counter()
         target, source = next(iterator)
-        target, source = _to_input(target, runtime), _to_input(source, runtime)
-        out = _step_losses(model, target, source, config, runtime)
+        target, source = to_input(target, runtime), to_input(source, runtime)
+        out = flow_losses(model, target, source, config, runtime)
         optimiser.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimiser.step()

@@ -31,10 +31,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.depth_data import training_batches  # noqa: E402
+from training.depth.data import training_batches  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
 from timing import loader_samples_per_s  # noqa: E402  (bench/, this script's folder)
-from training.transfer import TransferConfig, _step_losses, _to_device, build_model, transfer  # noqa: E402
+from training.depth.transfer import TransferConfig, build_model, depth_losses, to_device, transfer  # noqa: E402
 from world.kitti_export import KittiExportSpec, export_kitti  # noqa: E402
 
 EIGEN_TEST_FRAMES = 697
@@ -60,8 +60,8 @@ def timed_steps(model, optimiser, batches, config: TransferConfig, runtime, step
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
-        batch = _to_device(next(batches), runtime)
-        out = _step_losses(model, batch, config, runtime)
+        batch = to_device(next(batches), runtime)
+        out = depth_losses(model, batch, config, runtime)
         optimiser.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimiser.step()

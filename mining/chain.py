@@ -14,14 +14,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from geopt_io import atomic_path, write_json_atomic
+from formats.files import atomic_path, write_json_atomic
 from mining.crop import FixedCrop, content_box
 from mining.decode import DecodeConfig, decode_frames
 from mining.motion import DUPLICATE, FLASH, OK, START, STATIC, MotionConfig, MotionFilter, PairVerdict
 from mining.pack import PackConfig, RunPacker
-from mining.probe import UnusableVideo, probe
+from formats.video import UnusableVideo, probe
 from mining.scenes import SceneCutter
-from mining.schema import SampleMeta, sample_dict, sample_key, write_sample
+from formats.shard_schema import SampleMeta, sample_dict, sample_key, write_sample
 
 LETTERBOX_PROBE_FRAMES = 20
 """Frames looked at (and held) before the crop is fixed: 2 s at the default 10 fps."""

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from formats.files import fields_of
 from mining.chain import ChainConfig
 from mining.crop import FixedCrop
 from mining.decode import DecodeConfig
@@ -20,14 +21,15 @@ def _download_options(f):
     options = [
         click.option("--list", "url_list", type=click.Path(path_type=Path, dir_okay=False), required=True,
                      help="Text file with one video URL per line; blank lines and '#' comments are ignored."),
-        click.option("--downloads", "download_dir", type=click.Path(path_type=Path), default=Path("downloads"),
+        click.option("--downloads", "download_dir", type=click.Path(path_type=Path), default=DownloadConfig.out_dir,
                      show_default=True, help="Folder for videos, provenance (.info.json), archive.txt, status.jsonl."),
-        click.option("--max-height", type=click.IntRange(144), default=720, show_default=True,
+        click.option("--max-height", "max_height_px", type=click.IntRange(144), default=DownloadConfig.max_height_px,
+                     show_default=True,
                      help="Highest video height fetched, in pixels (video-only formats preferred; no audio)."),
-        click.option("--rate-limit", default=None, help="Download speed cap per video, e.g. 2M or 500K bytes/s."),
+        click.option("--rate-limit", default=DownloadConfig.rate_limit, help="Download speed cap per video, e.g. 2M or 500K bytes/s."),
         click.option("--cookies", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
                      help="Netscape cookies.txt passed to yt-dlp, for sites that need a login."),
-        click.option("--retries", type=click.IntRange(0), default=3, show_default=True,
+        click.option("--retries", type=click.IntRange(0), default=DownloadConfig.retries, show_default=True,
                      help="Retries per download (and per fragment)."),
     ]
     for option in reversed(options):
@@ -37,40 +39,42 @@ def _download_options(f):
 
 def _shard_options(f):
     options = [
-        click.option("--out", "out_dir", default="shards", show_default=True,
+        click.option("--out", "out_dir", default=str(ShardConfig.out_dir), show_default=True,
                      help="Shard folder: 0000.tar, 0001.tar, ..., val/, manifest.json, stats.json, status.jsonl. "
                           "A local path or any fsspec URL (file:///data/shards, s3://bucket/shards, ...)."),
-        click.option("--width", type=click.IntRange(64), default=640, show_default=True,
+        click.option("--width", "width_px", type=click.IntRange(64), default=DecodeConfig.width_px, show_default=True,
                      help="Working width in pixels: every video is decoded once at this width (aspect kept)."),
-        click.option("--fps", type=click.FloatRange(0.5, 60), default=10.0, show_default=True,
+        click.option("--fps", type=click.FloatRange(0.5, 60), default=DecodeConfig.fps, show_default=True,
                      help="Frames per second taken from every video, whatever its own rate."),
-        click.option("--frames", "frames_per_sample", type=click.IntRange(2, 16), default=3, show_default=True,
-                     help="Consecutive frames per sample (3: t-1, t, t+1)."),
-        click.option("--stride", type=click.IntRange(1), default=None,
+        click.option("--frames", "frames_per_sample", type=click.IntRange(2, 16), default=PackConfig.frames_per_sample,
+                     show_default=True, help="Consecutive frames per sample (3: t-1, t, t+1)."),
+        click.option("--stride", type=click.IntRange(1), default=PackConfig.stride,
                      help="Frames between neighbouring sample starts in a run [default: frames - 1, so "
                           "neighbours share one frame and every usable pair is stored once]."),
-        click.option("--min-motion-px", type=click.FloatRange(0), default=1.0, show_default=True,
+        click.option("--min-motion-px", type=click.FloatRange(0), default=MotionConfig.min_motion_px, show_default=True,
                      help="Median optical flow (pixels at the working width, per output frame) below which "
                           "the camera counts as standing still and the frames are dropped."),
-        click.option("--duplicate-diff", type=click.FloatRange(0), default=0.4, show_default=True,
+        click.option("--duplicate-diff", type=click.FloatRange(0), default=MotionConfig.duplicate_diff, show_default=True,
                      help="Mean grey-level difference (0-255) below which two frames are duplicates."),
-        click.option("--flash-delta", type=click.FloatRange(0), default=30.0, show_default=True,
+        click.option("--flash-delta", type=click.FloatRange(0), default=MotionConfig.flash_delta, show_default=True,
                      help="Brightness jump (0-255 grey levels) that marks a single frame as a flash."),
-        click.option("--scene-threshold", type=click.FloatRange(0), default=27.0, show_default=True,
+        click.option("--scene-threshold", type=click.FloatRange(0), default=ChainConfig.scene_threshold,
+                     show_default=True,
                      help="PySceneDetect ContentDetector threshold for hard cuts (lower finds more cuts)."),
-        click.option("--cut-residual", type=click.FloatRange(0), default=8.0, show_default=True,
+        click.option("--cut-residual", type=click.FloatRange(0), default=MotionConfig.cut_residual, show_default=True,
                      help="A detected cut stands only if warping by optical flow leaves a mean grey "
                           "difference (0-255) above this; lower trusts the detector more."),
         click.option("--crop", "fixed_crop", default="0,0,0,0", show_default=True,
                      help="Fixed crop TOP,BOTTOM,LEFT,RIGHT in working-size pixels after black bars are "
                           "removed, e.g. to cut a burnt-in timestamp strip."),
-        click.option("--jpeg-quality", type=click.IntRange(50, 100), default=92, show_default=True,
+        click.option("--jpeg-quality", type=click.IntRange(50, 100), default=PackConfig.jpeg_quality, show_default=True,
                      help="JPEG quality of stored frames."),
-        click.option("--shard-size-mb", type=click.FloatRange(1), default=256.0, show_default=True,
+        click.option("--shard-size-mb", type=click.FloatRange(1), default=ShardLayout.shard_size_mb, show_default=True,
                      help="Target shard size in megabytes."),
-        click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
+        click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=ShardLayout.val_fraction,
+                     show_default=True,
                      help="Share of videos held out whole in OUT/val/ (at least one when there are two or more)."),
-        click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+        click.option("--workers", type=click.IntRange(1), default=ShardConfig.workers, show_default=True,
                      help="Videos mined in parallel, one process each (with --ray and no address: the CPUs of "
                           "the local Ray instance). Output is identical for any count."),
         click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
@@ -84,19 +88,17 @@ def _shard_options(f):
     return f
 
 
-def _shard_config(in_dir, out_dir, width, fps, frames_per_sample, stride, min_motion_px, duplicate_diff,
-                  flash_delta, scene_threshold, cut_residual, fixed_crop, jpeg_quality, shard_size_mb, val_fraction,
-                  workers, ray_address) -> ShardConfig:
+def _shard_config(in_dir: Path, options: dict) -> ShardConfig:
+    """The ShardConfig of a command's options (named after the config fields they fill)."""
     try:
-        crop = FixedCrop.parse(fixed_crop)
+        options = {**options, "fixed_crop": FixedCrop.parse(options.get("fixed_crop", "0,0,0,0"))}
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--crop")
-    chain = ChainConfig(decode=DecodeConfig(width_px=width, fps=fps),
-                        motion=MotionConfig(min_motion_px, duplicate_diff, flash_delta, cut_residual),
-                        pack=PackConfig(frames_per_sample, stride, jpeg_quality), fixed_crop=crop,
-                        scene_threshold=scene_threshold)
-    return ShardConfig(in_dir=in_dir, out_dir=out_dir, chain=chain,
-                       layout=ShardLayout(shard_size_mb, val_fraction), workers=workers, ray_address=ray_address)
+    chain = ChainConfig(decode=DecodeConfig(**fields_of(DecodeConfig, options)),
+                        motion=MotionConfig(**fields_of(MotionConfig, options)),
+                        pack=PackConfig(**fields_of(PackConfig, options)), **fields_of(ChainConfig, options))
+    return ShardConfig(in_dir=in_dir, chain=chain, layout=ShardLayout(**fields_of(ShardLayout, options)),
+                       **fields_of(ShardConfig, options))
 
 
 def _print_shard_summary(result: dict, out_dir: Path) -> None:
@@ -123,14 +125,14 @@ def main():
 
 @main.command()
 @_download_options
-@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Parallel downloads.")
-def download(url_list, download_dir, max_height, rate_limit, cookies, retries, workers):
+@click.option("--workers", type=click.IntRange(1), default=DownloadConfig.workers, show_default=True,
+              help="Parallel downloads.")
+def download(download_dir, **options):
     """Download every URL of a list with yt-dlp. Reruns skip what is done; every URL gets a status row.
 
     Exits non-zero only when nothing succeeded. Local files are refused: give their folder to `shard --in`.
     """
-    config = DownloadConfig(url_list=url_list, out_dir=download_dir, max_height_px=max_height, workers=workers,
-                            rate_limit=rate_limit, cookies=cookies, retries=retries)
+    config = DownloadConfig(out_dir=download_dir, **fields_of(DownloadConfig, options))
     try:
         with tqdm(unit="video", desc="download") as bar:
             results = download_all(config, on_result=lambda r: bar.update(1))
@@ -147,13 +149,13 @@ def download(url_list, download_dir, max_height, rate_limit, cookies, retries, w
 
 
 @main.command()
-@click.option("--in", "in_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("downloads"),
+@click.option("--in", "in_dir", type=click.Path(path_type=Path, file_okay=False), default=ShardConfig.in_dir,
               show_default=True, help="Folder of videos: downloads, or any local folder of dashcam files.")
 @_shard_options
 def shard(in_dir, **options):
     """Mine every video of a folder into shards: decode once, crop bars, cut scenes, drop static frames,
     pack runs of consecutive frames. Killed and rerun, it resumes and gives the same shards."""
-    config = _shard_config(in_dir, **options)
+    config = _shard_config(in_dir, options)
     try:
         with tqdm(unit="video", desc="videos", position=0) as videos, \
                 tqdm(unit="frame", desc="frames", position=1, disable=config.workers > 1 or config.ray_address) as frames:
@@ -170,11 +172,10 @@ def shard(in_dir, **options):
 @_download_options
 @_shard_options
 @click.option("--keep-videos", is_flag=True, help="Keep downloaded videos after mining (default: delete).")
-def run(url_list, download_dir, max_height, rate_limit, cookies, retries, keep_videos, **options):
+def run(download_dir, keep_videos, **options):
     """Download and mine in one go: each URL is fetched and mined by a worker, then the shards are built."""
-    config = _shard_config(download_dir, **options)
-    download_config = DownloadConfig(url_list=url_list, out_dir=download_dir, max_height_px=max_height,
-                                     workers=1, rate_limit=rate_limit, cookies=cookies, retries=retries)
+    config = _shard_config(download_dir, options)
+    download_config = DownloadConfig(**{**fields_of(DownloadConfig, options), "out_dir": download_dir, "workers": 1})
     failed = []
 
     def on_url(download_result, report):
@@ -198,23 +199,23 @@ def _import_options(f):
     options = [
         click.option("--root", type=click.Path(path_type=Path, file_okay=False), required=True,
                      help="Dataset root folder, laid out as the dataset ships it."),
-        click.option("--width", type=click.IntRange(64), default=640, show_default=True,
+        click.option("--width", "width_px", type=click.IntRange(64), default=DecodeConfig.width_px, show_default=True,
                      help="Stored width in pixels (aspect kept)."),
-        click.option("--frames", "frames_per_sample", type=click.IntRange(2, 16), default=3, show_default=True,
-                     help="Consecutive frames per sample."),
-        click.option("--stride", type=click.IntRange(1), default=None,
+        click.option("--frames", "frames_per_sample", type=click.IntRange(2, 16), default=PackConfig.frames_per_sample,
+                     show_default=True, help="Consecutive frames per sample."),
+        click.option("--stride", type=click.IntRange(1), default=PackConfig.stride,
                      help="Frames between neighbouring sample starts [default: frames - 1]."),
-        click.option("--min-motion-px", type=click.FloatRange(0), default=1.0, show_default=True,
+        click.option("--min-motion-px", type=click.FloatRange(0), default=MotionConfig.min_motion_px, show_default=True,
                      help="Median optical flow (stored pixels per frame) below which frames count as static."),
         click.option("--no-motion-filter", is_flag=True,
                      help="Keep every consecutive pair: no scene cuts, no static or duplicate dropping."),
-        click.option("--jpeg-quality", type=click.IntRange(50, 100), default=92, show_default=True,
+        click.option("--jpeg-quality", type=click.IntRange(50, 100), default=PackConfig.jpeg_quality, show_default=True,
                      help="JPEG quality of stored frames."),
-        click.option("--shard-size-mb", type=click.FloatRange(1), default=256.0, show_default=True,
+        click.option("--shard-size-mb", type=click.FloatRange(1), default=ShardLayout.shard_size_mb, show_default=True,
                      help="Target shard size in megabytes."),
-        click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
-                     help="Share of sequences held out whole in OUT/val/."),
-        click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+        click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=ShardLayout.val_fraction,
+                     show_default=True, help="Share of sequences held out whole in OUT/val/."),
+        click.option("--workers", type=click.IntRange(1), default=ShardConfig.workers, show_default=True,
                      help="Sequences imported in parallel, one process each."),
     ]
     for option in reversed(options):
@@ -222,14 +223,12 @@ def _import_options(f):
     return f
 
 
-def _run_import(sequences, note, out_dir, width, frames_per_sample, stride, min_motion_px, no_motion_filter,
-                jpeg_quality, shard_size_mb, val_fraction, workers):
+def _run_import(sequences, note, out_dir, no_motion_filter, **options):
     from mining.shard import import_sequences
 
-    config = _shard_config(Path("."), out_dir, width, 10.0, frames_per_sample, stride, min_motion_px, 0.4, 30.0,
-                           27.0, 8.0, "0,0,0,0", jpeg_quality, shard_size_mb, val_fraction, workers, None)
+    config = _shard_config(Path("."), {**options, "out_dir": out_dir})
     with tqdm(total=len(sequences), unit="sequence", desc="import") as bar, \
-            tqdm(unit="frame", desc="frames", disable=workers > 1) as frames:
+            tqdm(unit="frame", desc="frames", disable=config.workers > 1) as frames:
         result = import_sequences(sequences, config, not no_motion_filter, lambda r, done: bar.update(1),
                                   frames.update)
     _print_shard_summary(result, out_dir)

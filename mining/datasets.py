@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 
 from mining.chain import ChainConfig, FrameSource, VideoReport, mine_source
-from mining.probe import UnusableVideo
-from mining.schema import safe_video_id
-from training.kitti import read_calib_file, read_split_file
+from formats.camera import intrinsics_normalised
+from formats.video import UnusableVideo
+from formats.shard_schema import safe_video_id
+from formats.kitti import read_calib_file, read_split_file
 
 KITTI_FPS = 10.0
 CITYSCAPES_FPS = 17.0
@@ -131,9 +132,7 @@ def _frames(sequence: Sequence, width_px: int, report: VideoReport) -> tuple[Ite
     height, width = first.shape[:2]
     kept_rows = height - int(round(height * sequence.crop_bottom_fraction))
     out_height = int(round(kept_rows * width_px / width / 2)) * 2
-    K = sequence.intrinsics_px
-    normalised = [[K[0, 0] / width, 0.0, K[0, 2] / width], [0.0, K[1, 1] / kept_rows, K[1, 2] / kept_rows],
-                  [0.0, 0.0, 1.0]]
+    normalised = intrinsics_normalised(sequence.intrinsics_px, width, kept_rows).tolist()
 
     def generate():
         for path in sequence.images:

@@ -1,20 +1,16 @@
-"""Stage 3, decode: each video decoded once, at the working size and a normalised frame rate.
+"""Stages 2 and 3, probe and decode: what a video holds, then each video decoded once, at the working
+size and a normalised frame rate (`formats.video` does the ffmpeg work).
 
-One ffmpeg process (ffmpeg-python) resamples time with the ``fps`` filter (which also evens out variable
-frame rate), scales to the working width keeping the aspect, applies the file's rotation (ffmpeg's
-autorotate) and pipes raw RGB frames; Python reads one frame at a time, so memory does not depend on
-the video's length.
+Mining refuses videos narrower than the working width (upscaling adds nothing) and files that ffmpeg
+reports damaged and that deliver under 90 % of the frames their duration promises (a truncated file).
 """
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import ffmpeg
 import numpy as np
 
-from mining.probe import UnusableVideo, VideoInfo
+from formats.video import DecodeReport, UnusableVideo, VideoInfo, decode_frames as decode_video
 
 
 @dataclass(frozen=True)
@@ -35,40 +31,14 @@ def working_size(info: VideoInfo, config: DecodeConfig) -> tuple[int, int]:
 
 
 def decode_frames(path: Path, info: VideoInfo, config: DecodeConfig) -> Iterator[np.ndarray]:
-    """Yield (H, W, 3) uint8 RGB frames at `config.fps`.
+    """Yield (H, W, 3) uint8 RGB frames at `config.fps` and the working size.
 
     Raises UnusableVideo after the last good frame if ffmpeg fails, or reports errors and delivers under
     90 % of the frames the duration promises (a truncated file). Minor codec complaints are tolerated.
     """
-    width, height = working_size(info, config)
-    command = ffmpeg.compile(
-        ffmpeg.input(str(path))
-        .video.filter("fps", fps=config.fps)
-        .filter("scale", width, height, flags="area")
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .global_args("-nostdin", "-loglevel", "error", "-threads", "1")
-    )
-    frame_bytes = width * height * 3
-    # ffmpeg's messages go to a file, not a pipe: a damaged video can print more than a pipe holds.
-    with tempfile.TemporaryFile() as messages, subprocess.Popen(command, stdout=subprocess.PIPE,
-                                                                stderr=messages) as process:
-        try:
-            count = 0
-            while True:
-                data = process.stdout.read(frame_bytes)
-                if len(data) < frame_bytes:
-                    break
-                count += 1
-                yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
-            returncode = process.wait()
-        finally:
-            if process.poll() is None:
-                process.kill()
-        messages.seek(0)
-        lines = messages.read().decode(errors="replace").strip().splitlines()
-        last = lines[-1] if lines else "no message"
-        if returncode != 0 or data:
-            raise UnusableVideo(f"decoding failed: {last}")
-        expected = int(info.duration_s * config.fps)
-        if lines and count < 0.9 * expected:
-            raise UnusableVideo(f"truncated or damaged: decoded {count} of about {expected} frames ({last})")
+    report = DecodeReport()
+    yield from decode_video(path, info, config.fps, working_size(info, config), report)
+    expected = int(info.duration_s * config.fps)
+    if report.messages and report.frames < 0.9 * expected:
+        raise UnusableVideo(f"truncated or damaged: decoded {report.frames} of about {expected} frames "
+                            f"({report.messages[-1]})")

@@ -15,12 +15,12 @@ from urllib.parse import urlparse
 
 import yt_dlp
 
-from geopt_io import append_jsonl, read_jsonl, write_json_atomic
-from mining.schema import safe_video_id
+from formats.files import append_jsonl, read_jsonl, write_json_atomic
+from formats.shard_schema import safe_video_id
+from formats.video import VIDEO_EXTENSIONS
 
 STATUS_FILE = "status.jsonl"
 ARCHIVE_FILE = "archive.txt"
-VIDEO_EXTENSIONS = {".m4a", ".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".flv", ".ts", ".3gp", ".mpg", ".mpeg"}
 PROVENANCE_FIELDS = ("id", "title", "uploader", "license", "webpage_url", "duration", "fps", "width", "height",
                      "extractor_key", "ext")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from formats.shard_schema import encode_jpeg
 from mining.motion import OK, PairVerdict
 
 
@@ -40,13 +41,6 @@ class PackedRun:
     jpegs: list[bytes]
     motion_px: list[float]
     scene_index: int
-
-
-def encode_jpeg(frame_rgb: np.ndarray, quality: int) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("OpenCV failed to encode a JPEG")
-    return data.tobytes()
 
 
 class RunPacker:

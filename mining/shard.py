@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from geopt_io import append_jsonl
+from formats.files import append_jsonl
 from mining.chain import ChainConfig, VideoReport, mine_video
 from mining.datasets import Sequence, import_sequence
 from mining.download import DownloadConfig, DownloadResult, download_one, read_url_list, video_files, STATUS_FILE
-from mining.schema import safe_video_id
+from formats.shard_schema import safe_video_id
 from mining.shard_writer import STAGING_DIR, ShardLayout, assemble_shards
 from mining.store import Store
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from geopt_io import atomic_path
+from formats.files import atomic_path
 from mining.chain import VideoReport
-from mining.schema import write_sample
+from formats.shard_schema import write_sample
 from mining.store import Store
 
 STAGING_DIR = ".videos"

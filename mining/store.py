@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fsspec
 
-from geopt_io import TEMP_SUFFIX, append_jsonl, parse_jsonl, read_jsonl, to_jsonable, write_bytes_atomic
+from formats.files import TEMP_SUFFIX, append_jsonl, parse_jsonl, read_jsonl, to_jsonable, write_bytes_atomic
 
 
 class Store:

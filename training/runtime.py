@@ -1,4 +1,4 @@
-"""Where and how a training run executes: device, precision, DDP through torchrun, checkpoints, RNG.
+"""Where and how a training run executes: device, precision, DDP through torchrun, seeding.
 
 Shared by pretraining and the depth transfer. A run started by ``torchrun`` (WORLD_SIZE > 1) joins a
 process group, NCCL on CUDA and gloo on the CPU, so the same code is tested with 2 CPU processes here.
@@ -8,13 +8,10 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from geopt_io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -69,34 +66,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save through a temporary name: a checkpoint on disk is always whole."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

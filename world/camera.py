@@ -1,13 +1,13 @@
 """The world's pinhole camera and camera poses.
 
-World frame: X east, Y north, Z up, the ground at Z = 0. Camera frame as in `training.geometry`: x right,
+World frame: X east, Y north, Z up, the ground at Z = 0. Camera frame as in `formats.camera`: x right,
 y down, z forward. A pose is a (4, 4) camera-to-world matrix in metres.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from training.geometry import KITTI_K_NORMALISED
+from formats.camera import KITTI_K_NORMALISED
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from geopt_io import atomic_path, write_bytes_atomic, write_json_atomic
-from training.geometry import KITTI_STEREO_BASELINE_M
-from training.kitti import SplitEntry, generate_depth_map, save_gt_depths, write_split_file
+from formats.files import atomic_path, write_bytes_atomic, write_json_atomic
+from formats.camera import KITTI_STEREO_BASELINE_M
+from formats.kitti import SplitEntry, generate_depth_map, save_gt_depths, write_split_file
 from world.camera import PinholeCamera, offset_pose
 from world.drive import Drive, DriveSpec
 from world.render import Renderer

@@ -1,7 +1,7 @@
 """World drives written straight to GeoPt shards, with the exact optical flow of every sample.
 
 Mined shards have no ground truth; these do, so pretraining can report end-point error (EPE) on them.
-Samples follow `mining.schema` exactly (frames t-1, t, t+1 as JPEG, SampleMeta) plus ``flow.npy``: the
+Samples follow `formats.shard_schema` exactly (frames t-1, t, t+1 as JPEG, SampleMeta) plus ``flow.npy``: the
 flow from frame t to frame t+1 in stored pixels. Written through a temporary name, one shard per call.
 """
 import contextlib
@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from geopt_io import atomic_path
-from mining.pack import encode_jpeg
-from mining.schema import SampleMeta, sample_dict, sample_key, write_sample
+from formats.camera import intrinsics_normalised
+from formats.files import atomic_path
+from formats.shard_schema import SampleMeta, encode_jpeg, sample_dict, sample_key, write_sample
 from world.camera import PinholeCamera
 from world.drive import Drive, DriveSpec
 from world.render import Renderer, flow_between
@@ -49,7 +49,7 @@ def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, 
                               scene_index=0, motion_px=[], crop_box=(0, 0, width_px, height_px),
                               working_size=(width_px, height_px), original_size=(width_px, height_px),
                               extra={"dataset": "world", "intrinsics_normalised":
-                                     (camera.K / [[width_px], [height_px], [1]]).tolist()})
+                                     intrinsics_normalised(camera.K, width_px, height_px).tolist()})
             write_sample(tar, sample_dict(sample_key(video_id, indices[0]), [jpegs[j] for j in indices], meta,
                                           buffer.getvalue()))
     return samples

@@ -2,7 +2,7 @@
 
 A video is a list of shots (drives of different seeds, joined by hard cuts), rendered at the content
 size, put inside black letterbox bars, stamped with a running clock like a dashcam, and encoded to
-H.264 by ffmpeg. Frames stream into ffmpeg one at a time, so memory does not grow with the length.
+H.264 (`formats.video.write_h264`). Frames stream into ffmpeg one at a time, so memory does not grow with the length.
 
 The sidecar (``<video>.json``) says what mining must find: fps, frame count, the first frame of each
 shot after a cut, the frame ranges where the camera stands still, the content box inside the bars and
@@ -12,13 +12,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
-import ffmpeg
 import numpy as np
 
-from geopt_io import atomic_path, write_json_atomic
+from formats.files import write_json_atomic
+from formats.video import write_h264
 from world.camera import PinholeCamera
 from world.drive import Drive, DriveSpec
 from world.render import Renderer
@@ -144,53 +144,39 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
                        content_box=spec.content_box, overlay_box=clock_box if spec.clock_overlay else None,
                        intrinsics_px=camera.K.tolist())
     canvas = np.zeros((spec.height_px, spec.width_px, 3), dtype=np.uint8)
-    with atomic_path(out_path) as tmp:
-        encoder = (
-            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{spec.width_px}x{spec.height_px}",
-                         framerate=str(truth.fps_fraction))
-            .output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=spec.crf,
-                    preset="veryfast", movflags="+faststart")
-            .global_args("-loglevel", "error", "-nostdin")
-            .overwrite_output()
-            .run_async(pipe_stdin=True, pipe_stderr=True)
-        )
-        try:
-            for shot_index, shot in enumerate(spec.shots):
-                if shot_index > 0:
-                    truth.cut_frames.append(truth.frame_count)
-                drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops))
-                renderer = Renderer(drive.scene, camera)
-                times_s = _frame_times(shot, frame_rate)
-                poses, exposures = drive.poses(times_s), drive.exposure(times_s)
-                truth.shots.append({"seed": shot.seed, "first_frame": truth.frame_count,
-                                    "frame_count": len(times_s), "stops": list(shot.stops)})
-                static_start = None
-                for i, t_s in enumerate(times_s):
-                    frame_index = truth.frame_count
-                    still = i > 0 and np.array_equal(poses[i], poses[i - 1])
-                    if still and static_start is None:
-                        static_start = frame_index
-                    if not still and static_start is not None:
-                        truth.static_ranges.append((static_start, frame_index))
-                        static_start = None
-                    canvas[y0:y0 + h, x0:x0 + w] = renderer.render(poses[i], float(exposures[i])).rgb
-                    if spec.clock_overlay:
-                        clock = CLOCK_START + dt.timedelta(seconds=frame_index / float(frame_rate))
-                        _stamp_clock(canvas, clock.strftime("%Y-%m-%d %H:%M:%S"), clock_origin, clock_scale)
-                    encoder.stdin.write(canvas.tobytes())
-                    truth.frame_count += 1
-                    if progress:
-                        progress(1)
-                if static_start is not None:
-                    truth.static_ranges.append((static_start, truth.frame_count))
-            encoder.stdin.close()
-            error = encoder.stderr.read().decode(errors="replace").strip()
-            if encoder.wait() != 0:
-                raise RuntimeError(f"ffmpeg failed to encode {out_path}: {error or 'no message'}")
-        except BaseException:
-            encoder.kill()
-            encoder.wait()
-            raise
+
+    def frames() -> Iterator[np.ndarray]:
+        """The video's frames in order; fills `truth` (cuts, static ranges, shots) as it goes."""
+        for shot_index, shot in enumerate(spec.shots):
+            if shot_index > 0:
+                truth.cut_frames.append(truth.frame_count)
+            drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops))
+            renderer = Renderer(drive.scene, camera)
+            times_s = _frame_times(shot, frame_rate)
+            poses, exposures = drive.poses(times_s), drive.exposure(times_s)
+            truth.shots.append({"seed": shot.seed, "first_frame": truth.frame_count,
+                                "frame_count": len(times_s), "stops": list(shot.stops)})
+            static_start = None
+            for i in range(len(times_s)):
+                frame_index = truth.frame_count
+                still = i > 0 and np.array_equal(poses[i], poses[i - 1])
+                if still and static_start is None:
+                    static_start = frame_index
+                if not still and static_start is not None:
+                    truth.static_ranges.append((static_start, frame_index))
+                    static_start = None
+                canvas[y0:y0 + h, x0:x0 + w] = renderer.render(poses[i], float(exposures[i])).rgb
+                if spec.clock_overlay:
+                    clock = CLOCK_START + dt.timedelta(seconds=frame_index / float(frame_rate))
+                    _stamp_clock(canvas, clock.strftime("%Y-%m-%d %H:%M:%S"), clock_origin, clock_scale)
+                yield canvas
+                truth.frame_count += 1
+                if progress:
+                    progress(1)
+            if static_start is not None:
+                truth.static_ranges.append((static_start, truth.frame_count))
+
+    write_h264(out_path, frames(), truth.fps_fraction, crf=spec.crf)
     write_json_atomic(sidecar_path(out_path), truth)
     return truth
 

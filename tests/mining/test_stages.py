@@ -7,9 +7,9 @@ from mining.decode import DecodeConfig, decode_frames
 from mining.download import read_url_list, refusal_reason
 from mining.motion import DUPLICATE, FLASH, OK, START, STATIC, CUT, MotionConfig, MotionFilter, PairVerdict
 from mining.pack import PackConfig, RunPacker
-from mining.probe import UnusableVideo, probe
+from formats.video import UnusableVideo, probe
 from mining.scenes import SceneCutter
-from mining.schema import SampleMeta, safe_video_id, sample_key
+from formats.shard_schema import SampleMeta, safe_video_id, sample_key
 from tests.mining.videos import panning, textured, write_video
 
 

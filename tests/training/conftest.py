@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mining.schema import SampleMeta, sample_dict, write_sample
+from formats.shard_schema import SampleMeta, sample_dict, write_sample
 from world.shards import write_world_shard
 
 TINY_SHARD_SAMPLES = (5, 4, 3, 5, 2, 4)

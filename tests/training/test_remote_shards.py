@@ -7,8 +7,8 @@ import sys
 import fsspec
 import pytest
 
-from training.data import DataConfig, train_loader, val_loader
-from training.shard_spec import expand_shards
+from training.flow.data import DataConfig, train_loader, val_loader
+from training.shard_stream import expand_shards
 
 
 @pytest.fixture

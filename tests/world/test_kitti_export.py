@@ -4,7 +4,7 @@ import json
 import cv2
 import numpy as np
 
-from training.kitti import (generate_depth_map, image_path, load_gt_depths, read_calib_file, read_split_file,
+from formats.kitti import (generate_depth_map, image_path, load_gt_depths, read_calib_file, read_split_file,
                             velodyne_path, velodyne_to_image)
 from world.camera import PinholeCamera
 from world.drive import Drive, DriveSpec

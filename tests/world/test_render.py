@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.geometry import KITTI_STEREO_BASELINE_M
+from formats.camera import KITTI_STEREO_BASELINE_M
 from world.camera import PinholeCamera, offset_pose, pose_from_heading
 from world.drive import CAMERA_HEIGHT_M, Drive, DriveSpec
 from world.render import Renderer, flow_between

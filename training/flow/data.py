@@ -1,0 +1,206 @@
+"""Streaming GeoPt shards into training batches of frame pairs.
+
+Each sample (a run of consecutive frames, see `formats.shard_schema`) becomes one pair: the middle frame as
+target and its next or previous frame as source, the direction drawn at random, so both 0 -> +1 and
+0 -> -1 are learned. All frames of a sample share one random crop (aspect of the training size, 80-100 %
+of the largest that fits), one colour jitter and one flip, so the pair stays geometrically consistent.
+
+Training streams endlessly by default: shards are drawn at random per rank and worker (webdataset's
+resampling, seeded by rank and worker), samples pass a shuffle buffer, and an epoch is a fixed number of
+batches. With `DataConfig.exact_epochs` an epoch is instead one pass over every sample: the shard list is
+shuffled alike on all ranks and split between ranks and loader workers (`EpochShards`), so no sample is
+seen twice and none is left out. Several sources (e.g. KITTI, Cityscapes and mined video) are mixed by
+weight with webdataset's RandomMix. Shards may be paths or URLs (see `training.shard_stream`).
+Unreadable shards and corrupt samples are skipped with one warning (per loader process) naming them.
+"""
+import io
+import logging
+import math
+import random
+from dataclasses import dataclass, replace
+from functools import partial
+
+import cv2
+import numpy as np
+import torch
+import webdataset as wds
+
+from formats.shard_schema import FLOW_MEMBER, decode_sample_frames
+from training.augment import STRENGTH, ColourJitter
+from training.shard_stream import SkipOnce, expand_shards, parse_mixture, sample_name, samples_from_shards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    shards: str
+    width_px: int = 640
+    height_px: int = 192
+    batch_size: int = 8
+    workers: int = 2
+    shuffle_buffer: int = 256
+    batches_per_epoch: int = 1000
+    """Batches per epoch of the endless stream, all ranks and workers together; unused with `exact_epochs`."""
+    exact_epochs: bool = False
+    """Each epoch reads every training sample exactly once over all ranks (see `EpochShards`)."""
+    jitter: float = STRENGTH
+    """Colour jitter strength (`training.augment`), Monodepth2's 0.2."""
+    flip: bool = True
+    min_crop_fraction: float = 0.8
+    seed: int = 0
+
+
+class PairAugment:
+    """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size."""
+
+    def __init__(self, config: DataConfig, train: bool, rank: int = 0):
+        self.config, self.train, self.rank = config, train, rank
+        self._rng: random.Random | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """Seeded on first use inside each loader worker, so workers and ranks draw different streams."""
+        if self._rng is None:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            self._rng = random.Random(self.config.seed + 7919 * worker + 104_729 * self.rank)
+        return self._rng
+
+    def _crop(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) with the training aspect; random on train, the largest centred one otherwise."""
+        aspect = self.config.width_px / self.config.height_px
+        full_w = min(width, int(height * aspect))
+        full_h = int(round(full_w / aspect))
+        fraction = self.rng.uniform(self.config.min_crop_fraction, 1.0) if self.train else 1.0
+        w, h = max(2, int(full_w * fraction)), max(2, int(full_h * fraction))
+        if self.train:
+            return self.rng.randint(0, width - w), self.rng.randint(0, height - h), w, h
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def _true_flow(self, sample: dict, crop: tuple[int, int, int, int]) -> torch.Tensor | None:
+        """The sample's exact flow (world shards), cropped and resized like the frames, in training pixels."""
+        if FLOW_MEMBER not in sample:
+            return None
+        x, y, w, h = crop
+        flow = np.load(io.BytesIO(sample[FLOW_MEMBER]))[y:y + h, x:x + w]
+        size = (self.config.width_px, self.config.height_px)
+        flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.float32([size[0] / w, size[1] / h])
+        return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
+
+    def __call__(self, sample: dict) -> tuple:
+        frames = decode_sample_frames(sample, minimum=2)
+        middle = (len(frames) - 1) // 2 if len(frames) > 2 else 0
+        if len(frames) == 2:
+            pair = [frames[0], frames[1]]
+        else:
+            step = self.rng.choice((-1, 1)) if self.train else 1
+            pair = [frames[middle], frames[middle + step]]
+        if self.train and len(frames) == 2 and self.rng.random() < 0.5:
+            pair.reverse()
+        x, y, w, h = crop = self._crop(*pair[0].shape[:2])
+        size = (self.config.width_px, self.config.height_px)
+        pair = [cv2.resize(f[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA) for f in pair]
+        target, source = (torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in pair)
+        if not self.train:
+            return target, source, self._true_flow(sample, crop)
+        jitter = ColourJitter.draw(self.rng, self.config.jitter)
+        target, source = ((jitter(f.float() / 255) * 255).round_().to(torch.uint8) for f in (target, source))
+        if self.config.flip and self.rng.random() < 0.5:
+            target, source = target.flip(-1), source.flip(-1)
+        return target, source
+
+
+class EpochShards(torch.utils.data.IterableDataset):
+    """Shard URLs for exact epochs, as {'url': ...} items: each pass is the next epoch.
+
+    Epoch e shuffles the whole list with seed `seed + e`, the same on every rank, and shard i of that
+    order goes to the loader worker whose global index ``rank * workers + worker`` equals
+    ``i % (world_size * workers)``: over all ranks and workers each shard is read once per epoch. Every
+    loader worker holds its own copy and counts its own passes, so the loader's workers must be
+    persistent (`train_loader` makes them so); `start_epoch` resumes the count.
+    """
+
+    def __init__(self, urls: list[str], seed: int, rank: int, world_size: int, start_epoch: int = 0):
+        super().__init__()
+        self.urls, self.seed, self.rank, self.world_size = list(urls), seed, rank, world_size
+        self.start_epoch, self.passes = start_epoch, 0
+
+    def __iter__(self):
+        epoch = self.start_epoch + self.passes
+        self.passes += 1
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        order = list(self.urls)
+        random.Random(self.seed + epoch).shuffle(order)
+        for url in order[self.rank * workers + worker::self.world_size * workers]:
+            yield {"url": url}
+
+
+def _training_pair(sample: dict, augment: PairAugment, origin: int) -> tuple:
+    return (*augment(sample), origin, sample_name(sample))
+
+
+def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    targets, sources, origins, names = zip(*batch)
+    return torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names)
+
+
+def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validation batches carry the true flow (B, 2, H, W) when every sample has one, else None."""
+    targets, sources, flows = zip(*batch)
+    flow = torch.stack(flows) if all(f is not None for f in flows) else None
+    return torch.stack(targets), torch.stack(sources), flow
+
+
+def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                 start_epoch: int = 0) -> tuple[wds.WebLoader, list[str]]:
+    """Batches (target, source, origin, names): frames (B, 3, H, W) uint8, the (B,) index of the data
+    source each pair came from and the B `sample_name`s; and the source names. Each pass over the loader
+    is one epoch: `batches_per_epoch` full batches drawn endlessly, or with `exact_epochs` this rank's
+    share of every sample (partial last batches kept, so ranks may end with different batch counts).
+    Sources given with weights (see `training.shard_stream.parse_mixture`) are drawn by weight; in exact
+    epochs every source is read whole and the weights only set how they interleave. `start_batch`
+    reseeds a resumed endless run, `start_epoch` says which epoch an exact run resumes."""
+    sources = parse_mixture(config.shards)
+    handler = SkipOnce()
+    seed = config.seed * 1_000_003 + start_batch
+    workers = max(1, config.workers)
+    if config.exact_epochs and rank == 0 and min(len(s.shards) for s in sources) < world_size * workers:
+        log.warning("exact epochs: fewer shards than the %d loader workers of all ranks, so some workers (or "
+                    "ranks) idle; write at least that many shards per source", world_size * workers)
+    streams = []
+    for index, source in enumerate(sources):
+        if config.exact_epochs:
+            shards = EpochShards(source.shards, config.seed, rank, world_size, start_epoch)
+        else:
+            shards = wds.ResampledShards(source.shards, seed=seed + index, deterministic=True)
+        augment = PairAugment(replace(config, seed=seed + 31 * index), train=True, rank=rank)
+        streams.append(wds.DataPipeline(
+            shards,
+            partial(samples_from_shards, handler=handler),
+            wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer // 2, rng=random.Random(seed + index)),
+            wds.map(partial(_training_pair, augment=augment, origin=index), handler=handler),
+        ))
+    probs = [s.weight for s in sources]
+    mixed = streams[0] if len(streams) == 1 else wds.RandomMix(streams, probs, longest=config.exact_epochs)
+    pipeline = wds.DataPipeline(mixed, wds.batched(config.batch_size, collation_fn=_collate,
+                                                   partial=config.exact_epochs))
+    if not config.exact_epochs:
+        pipeline = pipeline.with_epoch(max(1, math.ceil(config.batches_per_epoch / (world_size * workers))))
+    loader = wds.WebLoader(pipeline, batch_size=None, num_workers=config.workers,
+                           persistent_workers=config.workers > 0)
+    return loader, [s.name for s in sources]
+
+
+def val_loader(config: DataConfig) -> wds.WebLoader:
+    """One pass over the validation shards in order, centre crops, no augmentation, every sample once.
+    Batches are (target, source, true flow or None); the pair is always middle -> next frame."""
+    urls = expand_shards(config.shards)
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(urls),
+        partial(samples_from_shards, handler=SkipOnce()),
+        wds.map(PairAugment(config, train=False), handler=SkipOnce()),
+        wds.batched(config.batch_size, collation_fn=_collate_with_flow, partial=True),
+    )
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=0)

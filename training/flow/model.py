@@ -1,0 +1,83 @@
+"""The geometric-pretraining model: structure encoder, motion encoder, flow decoder.
+
+The structure encoder (a stock torchvision ResNet) sees the target frame only. The motion encoder sees
+both frames but must squeeze what it learns into a narrow code (`motion_dim`, 128 by default) with no
+spatial layout, so it can carry the camera's motion but not the scene. The decoder turns the structure
+features (skip connections at every scale) into optical flow, modulated by the code at every level:
+to predict flow for every pixel it needs each pixel's depth, which only the structure encoder can give.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.backbone import IMAGE_MEAN, IMAGE_STD, SCALES, ConvBlock, StructureEncoder
+
+FLOW_SCALE_PX = 10.0
+"""Decoder outputs are multiplied by this: flow in pixels stays near unit scale inside the network."""
+
+
+class MotionEncoder(nn.Module):
+    """Both frames (B, 6, H, W) -> a (B, motion_dim) code: strided convs, then global average pooling."""
+
+    def __init__(self, motion_dim: int = 128):
+        super().__init__()
+        widths = [6, 32, 64, 128, 256, 256]
+        layers = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1], motion_dim)
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([target, source], dim=1)
+        x = self.convs((x - IMAGE_MEAN) / IMAGE_STD)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class FlowDecoder(nn.Module):
+    """U-Net decoder over the structure features, each level scaled and shifted by the motion code (FiLM)."""
+
+    def __init__(self, encoder_channels: list[int], motion_dim: int = 128):
+        super().__init__()
+        self.widths = [16, 32, 64, 128, 256]
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        self.film = nn.ModuleList()
+        for level in range(4, -1, -1):
+            c_in = encoder_channels[-1] if level == 4 else self.widths[level + 1]
+            self.up.append(ConvBlock(c_in, self.widths[level]))
+            skip = encoder_channels[level - 1] if level > 0 else 0
+            self.fuse.append(ConvBlock(self.widths[level] + skip, self.widths[level]))
+            self.film.append(nn.Linear(motion_dim, 2 * self.widths[level]))
+        self.heads = nn.ModuleDict({str(s): nn.Conv2d(self.widths[s], 2, 3, padding=1) for s in SCALES})
+        for film in self.film:  # start as the identity modulation
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+
+    def forward(self, features: list[torch.Tensor], code: torch.Tensor) -> dict[int, torch.Tensor]:
+        """-> {scale: (B, 2, H / 2^scale, W / 2^scale) flow (du, dv) in input-image pixels}."""
+        x = features[-1]
+        flows = {}
+        for i, level in enumerate(range(4, -1, -1)):
+            x = F.interpolate(self.up[i](x), scale_factor=2, mode="nearest")
+            if level > 0:
+                x = torch.cat([x, features[level - 1]], dim=1)
+            x = self.fuse[i](x)
+            gamma, beta = self.film[i](code).chunk(2, dim=1)
+            x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
+            if level in SCALES:
+                flows[level] = self.heads[str(level)](x) * FLOW_SCALE_PX
+        return flows
+
+
+class GeoPtFlowModel(nn.Module):
+    """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source."""
+
+    def __init__(self, arch: str = "resnet18", motion_dim: int = 128):
+        super().__init__()
+        self.structure = StructureEncoder(arch)
+        self.motion = MotionEncoder(motion_dim)
+        self.decoder = FlowDecoder(self.structure.channels, motion_dim)
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
+        return self.decoder(self.structure(target), self.motion(target, source))

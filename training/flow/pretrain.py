@@ -1,0 +1,187 @@
+"""Geometric pretraining: stream pairs, predict flow both ways, minimise the photometric loss.
+
+Each batch of (target, source) pairs is run forward and backward in one pass (the batch doubled with the
+frames swapped), so every pixel can get a forward-backward occlusion check. AdamW with linear warm-up and
+cosine decay (spanning `steps` even when `epochs` stops the run first), gradient clipping, the learning
+rate scaled to the global batch. Everything else a run does (resume, checkpoints, the non-finite guard,
+logs, DDP, exact epochs) is `training.loop`'s.
+
+A run folder holds ``config.json``, ``last.pt``, ``log.jsonl`` and TensorBoard events with pictures of
+frames, flow, warped frame and error; validation on world shards logs the flow end-point error against
+the true flow, the share of excluded pixels and the predicted vs true flow length.
+"""
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import flow_to_image
+
+from training.checkpoints import PRETRAINING
+from training.flow.data import DataConfig, train_loader, val_loader
+from training.flow.loss import FlowLossConfig, flow_loss
+from training.flow.model import GeoPtFlowModel
+from training.loop import LoopConfig, Task, train
+from training.photometric import photometric_error
+from training.runtime import Runtime
+
+
+@dataclass(kw_only=True)
+class PretrainConfig(LoopConfig):
+    data: DataConfig
+    run_dir: Path = Path("runs/pretrain")
+    val_shards: str | None = None
+    arch: str = "resnet18"
+    motion_dim: int = 128
+    steps: int = 20000
+    lr: float = 2e-4
+    """Peak learning rate for a global batch of `lr_reference_batch`; scaled linearly with the real one."""
+    lr_reference_batch: int = 8
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float | None = 1.0
+    loss: FlowLossConfig = field(default_factory=FlowLossConfig)
+    val_batches: int = 50
+    log_every: int = 20
+    image_every: int = 500
+
+
+def warmup_cosine(config: PretrainConfig):
+    """Learning-rate factor of a step: linear warm-up over `warmup_steps`, then cosine decay to 0 at `steps`."""
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / max(1, config.warmup_steps)
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def to_input(frames: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """(B, 3, H, W) uint8 frames -> float 0..1 on the device, in the runtime's memory layout."""
+    x = frames.to(runtime.device, non_blocking=True).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: PretrainConfig, runtime: Runtime) -> dict:
+    """Forward and backward flow of a batch of pairs in one pass; the loss averaged over both directions.
+    Returns 'loss', 'photometric', 'smoothness', 'excluded' and, for pictures, 'flow' (forward, full
+    size), 'warped' and 'mask'."""
+    with runtime.autocast():
+        flows = model(torch.cat([target, source]), torch.cat([source, target]))
+    flows = {s: f.float() for s, f in flows.items()}
+    b = target.shape[0]
+    forward = {s: f[:b] for s, f in flows.items()}
+    backward = {s: f[b:] for s, f in flows.items()}
+    out_f = flow_loss(target, source, forward, backward, config.loss)
+    out_b = flow_loss(source, target, backward, forward, config.loss)
+    return {**{k: 0.5 * (out_f[k] + out_b[k]) for k in ("loss", "photometric", "smoothness", "excluded")},
+            "flow": forward[0].detach(), "warped": out_f["warped"], "mask": out_f["mask"]}
+
+
+@torch.no_grad()
+def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
+    """Over (up to) `val_batches` validation batches: the masked photometric error and the share of pixels
+    the loss excluded; where batches carry the true flow (world shards), the end-point error (mean pixel
+    distance to the true flow) and the mean predicted and true flow lengths, in pixels. A net that
+    satisfies the loss without learning motion shows here: EPE above the zero-flow score, predicted flow
+    far longer than the truth, many pixels excluded."""
+    model.eval()
+    loader = val_loader(replace(config.data, shards=config.val_shards))
+    sums = {"photometric": 0.0, "excluded": 0.0, "epe_px": 0.0, "flow_px": 0.0, "true_flow_px": 0.0}
+    count = flow_count = 0
+    for i, (target, source, true_flow) in enumerate(loader):
+        if i >= config.val_batches:
+            break
+        target, source = to_input(target, runtime), to_input(source, runtime)
+        out = flow_losses(model, target, source, config, runtime)
+        n = target.shape[0]
+        count += n
+        sums["photometric"] += float(out["photometric"]) * n
+        sums["excluded"] += float(out["excluded"]) * n
+        if true_flow is not None:
+            flow, true_flow = out["flow"].float(), true_flow.to(out["flow"].device)
+            sums["epe_px"] += float((flow - true_flow).norm(dim=1).mean()) * n
+            sums["flow_px"] += float(flow.norm(dim=1).mean()) * n
+            sums["true_flow_px"] += float(true_flow.norm(dim=1).mean()) * n
+            flow_count += n
+    model.train()
+    scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count) for k in ("photometric", "excluded")}}
+    if flow_count:
+        scores.update({f"val/{k}": sums[k] / flow_count for k in ("epe_px", "flow_px", "true_flow_px")})
+    return scores
+
+
+class PretrainTask(Task):
+    """Pretraining as `training.loop` runs it. Batches are (target, source, origin, names): frames
+    (B, 3, H, W) uint8, the data source of each pair, and each sample's name."""
+
+    kind = PRETRAINING
+
+    def __init__(self, config: PretrainConfig):
+        self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
+        self.source_names: list[str] = []
+        self.source_counts = torch.zeros(0)
+
+    def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
+        return GeoPtFlowModel(self.config.arch, self.config.motion_dim).to(runtime.device)
+
+    def optimiser(self, model, runtime: Runtime):
+        global_batch = self.config.data.batch_size * runtime.world_size
+        optimiser = torch.optim.AdamW(model.parameters(),
+                                      lr=self.config.lr * global_batch / self.config.lr_reference_batch,
+                                      weight_decay=self.config.weight_decay)
+        return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(self.config))
+
+    def batches(self, runtime: Runtime, step: int, epoch: int):
+        loader, self.source_names = train_loader(self.config.data, runtime.rank, runtime.world_size,
+                                                 start_batch=step, start_epoch=epoch)
+        self.source_counts = torch.zeros(len(self.source_names))
+        return loader
+
+    def samples_in(self, batch) -> int:
+        return len(batch[0])
+
+    def blank_batch(self):
+        frames = torch.zeros(1, 3, self.config.data.height_px, self.config.data.width_px, dtype=torch.uint8)
+        return frames, frames, torch.zeros(1, dtype=torch.long), []
+
+    def seen(self, batch) -> None:
+        self.source_counts += torch.bincount(batch[2], minlength=len(self.source_names))
+
+    def sample_names(self, batch) -> list[str]:
+        return list(batch[3])
+
+    def losses(self, model, batch, runtime: Runtime) -> dict:
+        target, source = to_input(batch[0], runtime), to_input(batch[1], runtime)
+        return {**flow_losses(model, target, source, self.config, runtime), "target": target, "source": source}
+
+    def scalars(self, out: dict) -> dict[str, float]:
+        scalars = {key: float(out[key].detach()) for key in ("loss", "photometric", "smoothness", "excluded")}
+        if len(self.source_names) > 1:  # share of each data source since the last log
+            shares = self.source_counts / self.source_counts.sum().clamp(min=1)
+            scalars.update({f"source/{n}": float(v) for n, v in zip(self.source_names, shares)})
+            self.source_counts.zero_()
+        return scalars
+
+    def pictures(self, writer: SummaryWriter, step: int, batch, out: dict) -> None:
+        target, source = out["target"], out["source"]
+        n = min(4, target.shape[0])
+        writer.add_images("frames/target", target[:n].float(), step)
+        writer.add_images("frames/source", source[:n].float(), step)
+        writer.add_images("flow", flow_to_image(out["flow"][:n].float().cpu()).float() / 255, step)
+        writer.add_images("warped_source", out["warped"][:n].clamp(0, 1), step)
+        error = photometric_error(out["warped"][:n], target[:n]) * out["mask"][:n]
+        writer.add_images("error", (error / error.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)), step)
+
+    def validate(self, model, runtime: Runtime) -> dict[str, float]:
+        return validate(model, self.config, runtime) if self.config.val_shards else {}
+
+    def facts(self) -> dict:
+        return {"arch": self.config.arch, "motion_dim": self.config.motion_dim,
+                "width_px": self.config.data.width_px, "height_px": self.config.data.height_px}
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    """Run (or resume) pretraining; returns the final step, epoch, samples and last scalars."""
+    return train(PretrainTask(config), config)

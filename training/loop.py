@@ -1,0 +1,241 @@
+"""The one training loop: pretraining and the depth transfer each drive it with their own `Task`.
+
+The loop owns what every run needs: the run folder with its resolved ``config.json``, resume (model,
+optimiser, schedule, step, epoch and RNG from ``last.pt``), DDP wrapping and ``torch.compile``, the
+non-finite guard, scalar logs (``log.jsonl`` and TensorBoard), pictures, validation, atomic checkpoints
+and teardown. A task says what is trained and how one step is scored.
+
+Batches: each pass over `Task.batches` is one epoch; an endless iterable makes `LoopConfig.steps` the only
+stop. Under DDP every rank must take every step, yet with exact epochs ranks run out of data at different
+steps. So each step the ranks first sum how many samples they hold: at 0 the epoch is over everywhere. A
+rank already out of data steps on its last good batch (`Task.blank_batch` if it had none) with its loss
+multiplied by 0, so the gradient all-reduce still matches; each rank's loss is weighted by its samples *
+world size / samples of the step, which makes the averaged gradient the mean over every real sample.
+
+Non-finite guard: a step whose loss or gradient is not finite on any rank is skipped on every rank (a
+warning names its samples); `nan_patience` such steps in a row stop the run with `TrainingDiverged`,
+the last good checkpoint untouched.
+"""
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from formats.files import append_jsonl, to_jsonable, write_json_atomic
+from training.checkpoints import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from training.runtime import (Runtime, all_ranks_agree, seed_everything, start_runtime, stop_runtime,
+                              total_over_ranks, unwrap)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses or gradients in a row."""
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """What every training run has; `PretrainConfig` and `TransferConfig` add their own fields."""
+    run_dir: Path
+    steps: int
+    epochs: int | None = None
+    """Stop after this many passes over the task's batches even before `steps`; None: only `steps` stops."""
+    grad_clip: float | None = None
+    """Clip the gradient norm to this; None: no clipping (the norm is still checked for being finite)."""
+    device: str = "auto"
+    precision: str = "auto"
+    """'auto' (bf16 autocast on CUDA, float32 on CPU), 'bf16' or 'fp32'."""
+    compile: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    image_every: int = 1000
+    val_every: int = 1000
+    nan_patience: int = 20
+    seed: int = 0
+    resume: bool = False
+
+
+class Task:
+    """What one pipeline trains and how a step is scored; the loop calls these, in this order."""
+
+    kind: str
+    """The checkpoint's 'kind' (`training.checkpoints`)."""
+    batch_size: int
+    """Samples per batch per process (for the logged global batch)."""
+    source: str
+    """What the batches are read from, for messages."""
+
+    def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
+        """The model on `runtime.device`; from its initial weights unless `resuming` (then they are loaded)."""
+        raise NotImplementedError
+
+    def optimiser(self, model: torch.nn.Module, runtime: Runtime) -> tuple[torch.optim.Optimizer, object]:
+        """(optimiser, learning-rate scheduler stepped once per step)."""
+        raise NotImplementedError
+
+    def batches(self, runtime: Runtime, step: int, epoch: int) -> Iterable:
+        """Batches of this rank; each pass is one epoch (an endless iterable never ends one)."""
+        raise NotImplementedError
+
+    def samples_in(self, batch) -> int:
+        raise NotImplementedError
+
+    def blank_batch(self):
+        """A batch a rank replays with weight 0 when it runs out of data before any good step."""
+        raise NotImplementedError
+
+    def seen(self, batch) -> None:
+        """Called with each batch read (not with replays), e.g. to count data sources."""
+
+    def sample_names(self, batch) -> list[str]:
+        """Names of the batch's samples for warnings (empty where samples have none)."""
+        return []
+
+    def losses(self, model: torch.nn.Module, batch, runtime: Runtime) -> dict:
+        """One forward pass: 'loss' (a scalar tensor to minimise) and whatever `scalars` and `pictures` read."""
+        raise NotImplementedError
+
+    def scalars(self, out: dict) -> dict[str, float]:
+        """What to log of a step's output (the loop adds lr, grad_norm and samples_per_s)."""
+        return {"loss": float(out["loss"].detach())}
+
+    def pictures(self, writer: SummaryWriter, step: int, batch, out: dict) -> None:
+        """TensorBoard images of a step."""
+
+    def validate(self, model: torch.nn.Module, runtime: Runtime) -> dict[str, float]:
+        """Validation scores ('val/...'), or {} for a task without validation."""
+        return {}
+
+    def facts(self) -> dict:
+        """What readers of the checkpoint need besides the weights (architecture, sizes, mode)."""
+        return {}
+
+
+def train(task: Task, config: LoopConfig) -> dict:
+    """Run (or resume) `task` under `config`; returns the final step, epoch, samples and last scalars."""
+    runtime = start_runtime(config.device, config.precision)
+    try:
+        return _train(task, config, runtime)
+    finally:
+        stop_runtime()
+
+
+def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
+    run_dir = Path(config.run_dir)
+    last = run_dir / "last.pt"
+    resuming = config.resume and last.is_file()
+    seed_everything(config.seed + runtime.rank)
+    model = task.build(runtime, resuming)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimiser, scheduler = task.optimiser(model, runtime)
+    step = epoch = 0
+    if resuming:
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch = state["step"], state.get("epoch", 0)
+        restore_rng_state(state["rng"])
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "config.json", {**to_jsonable(config), "world_size": runtime.world_size,
+                                                    "global_batch": task.batch_size * runtime.world_size,
+                                                    "started_at_step": step})
+    train_model = model
+    if runtime.world_size > 1:
+        train_model = DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    def checkpoint() -> None:
+        if runtime.is_main:
+            save_checkpoint(last, {"kind": task.kind, "step": step, "epoch": epoch, "model": unwrap(model).state_dict(),
+                                   "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "rng": rng_state(), "config": to_jsonable(asdict(config)), **task.facts()})
+
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
+    loader = task.batches(runtime, step, epoch)
+    bad_in_a_row, last_scalars, replay = 0, {}, task.blank_batch()
+    progress = tqdm(total=config.steps, initial=step, unit="step", desc=task.kind, disable=not runtime.is_main)
+    started, samples = time.perf_counter(), 0
+    train_model.train()
+    while step < config.steps and (config.epochs is None or epoch < config.epochs):
+        batches, epoch_samples, epoch_started = iter(loader), 0, False
+        while step < config.steps:
+            batch = next(batches, None)
+            local_samples = 0 if batch is None else task.samples_in(batch)
+            step_samples = total_over_ranks(local_samples, runtime)
+            if step_samples == 0 and not epoch_started:
+                raise ValueError(f"no training sample could be read from {task.source} (see the warnings)")
+            epoch_started = True
+            if step_samples == 0:
+                epoch += 1
+                if writer:
+                    append_jsonl(run_dir / "log.jsonl", {"step": step, "epoch": epoch, "epoch_samples": epoch_samples})
+                break
+            if batch is None:
+                batch = replay
+            else:
+                task.seen(batch)
+            out = task.losses(train_model, batch, runtime)
+            optimiser.zero_grad(set_to_none=True)
+            what, local_finite = "loss", bool(torch.isfinite(out["loss"]))
+            finite = all_ranks_agree(local_finite, runtime)
+            if finite:
+                (out["loss"] * (local_samples * runtime.world_size / step_samples)).backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), config.grad_clip or float("inf"))
+                what, local_finite = "gradient", bool(torch.isfinite(grad_norm))
+                finite = all_ranks_agree(local_finite, runtime)
+            if not finite:
+                optimiser.zero_grad(set_to_none=True)
+                if not local_finite and local_samples:
+                    log.warning("rank %d, step %d: %s not finite, batch skipped; its samples: %s", runtime.rank,
+                                step + 1, what, " ".join(task.sample_names(batch)) or "(unnamed)")
+                bad_in_a_row += 1
+                if bad_in_a_row >= config.nan_patience:
+                    raise TrainingDiverged(
+                        f"loss or gradient was not finite for {bad_in_a_row} steps in a row at step {step}; stopped. "
+                        f"The last good checkpoint is {last} - lower the learning rate or check the data.")
+                continue
+            bad_in_a_row = 0
+            if local_samples:
+                replay = batch
+            optimiser.step()
+            scheduler.step()
+            step += 1
+            samples += step_samples
+            epoch_samples += step_samples
+            progress.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                last_scalars = {"step": step, **task.scalars(out), "lr": scheduler.get_last_lr()[0],
+                                "grad_norm": float(grad_norm), "samples_per_s": samples / (time.perf_counter() - started)}
+                progress.set_postfix(loss=f"{last_scalars['loss']:.4f}")
+                if writer:
+                    for key, value in last_scalars.items():
+                        if key != "step":
+                            writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+                    append_jsonl(run_dir / "log.jsonl", last_scalars)
+            if writer and (step % config.image_every == 0 or step == 1):
+                task.pictures(writer, step, batch, out)
+            if runtime.is_main and (step % config.val_every == 0 or step == config.steps):
+                scores = task.validate(unwrap(model), runtime)
+                if scores:
+                    for key, value in scores.items():
+                        writer.add_scalar(key, value, step)
+                    append_jsonl(run_dir / "log.jsonl", {"step": step, **scores})
+                    last_scalars.update(scores)
+            if step % config.checkpoint_every == 0:
+                checkpoint()
+    checkpoint()
+    progress.close()
+    if writer:
+        writer.close()
+    return {"step": step, **last_scalars, "epoch": epoch, "samples": samples, "run_dir": str(run_dir)}

@@ -1,0 +1,54 @@
+"""How well one image explains another, shared by the flow and the depth losses: sampling an image
+along a flow field, Monodepth2's photometric error (0.85 SSIM + 0.15 L1) and edge-aware smoothness.
+
+Images are (B, 3, H, W) in 0..1; flows (B, 2, H, W) in pixels, camera conventions as in `formats.camera`.
+"""
+import torch
+import torch.nn.functional as F
+
+SSIM_WEIGHT = 0.85
+"""Monodepth2's alpha: 0.85 SSIM + 0.15 L1."""
+_C1, _C2 = 0.01**2, 0.03**2
+
+
+def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1 - SSIM) / 2 per pixel over 3x3 windows with reflection padding, (B, 3, H, W), in 0..1."""
+    x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x**2
+    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y**2
+    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + _C1) * (2 * sigma_xy + _C2)
+    denominator = (mu_x**2 + mu_y**2 + _C1) * (sigma_x + sigma_y + _C2)
+    return torch.clamp((1 - numerator / denominator) / 2, 0, 1)
+
+
+def photometric_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W): 0.85 * SSIM dissimilarity + 0.15 * L1, averaged over colour channels."""
+    l1 = (predicted - target).abs().mean(1, keepdim=True)
+    return SSIM_WEIGHT * ssim_dissimilarity(predicted, target).mean(1, keepdim=True) + (1 - SSIM_WEIGHT) * l1
+
+
+def edge_aware_smoothness(field: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mean first-order gradient of `field`, down-weighted where the image has edges (scalar)."""
+    dx = (field[..., :, 1:] - field[..., :, :-1]).abs().mean(1, keepdim=True)
+    dy = (field[..., 1:, :] - field[..., :-1, :]).abs().mean(1, keepdim=True)
+    image_dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
+    image_dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
+    return (dx * torch.exp(-image_dx)).mean() + (dy * torch.exp(-image_dy)).mean()
+
+
+def warp_by_flow(source: torch.Tensor, flow_px: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `source` (B, C, H, W) at each pixel + its flow (B, 2, H, W) in pixels (du, dv).
+
+    Returns the warped image and a (B, 1, H, W) mask of pixels whose sample point lies inside the image.
+    Pixel u sits at coordinate u (`formats.camera`), hence align_corners=True.
+    """
+    b, _, h, w = flow_px.shape
+    v, u = torch.meshgrid(torch.arange(h, device=flow_px.device, dtype=flow_px.dtype),
+                          torch.arange(w, device=flow_px.device, dtype=flow_px.dtype), indexing="ij")
+    x, y = u + flow_px[:, 0], v + flow_px[:, 1]
+    grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], dim=-1)
+    warped = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    inside = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).unsqueeze(1)
+    return warped, inside.to(source.dtype)
