@@ -157,7 +157,7 @@ def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayou
             if Path(name).stem.isdigit() and len(Path(name).stem) == 4 and name not in planned:
                 store.remove(name)
     manifest = {
-        "schema": "geopt frames: <key>.0.jpg ... <key>.<n-1>.jpg + <key>.json (see mining/schema.py)",
+        "schema": "geopt frames: <key>.0.jpg ... <key>.<n-1>.jpg + <key>.json (see formats/shard_schema.py)",
         "train": [e for e in entries if not e["name"].startswith(f"{VAL_DIR}/")],
         "val": [e for e in entries if e["name"].startswith(f"{VAL_DIR}/")],
         "videos": {vid: {"split": "val" if vid in val_ids else "train", "samples": reports[vid].samples,

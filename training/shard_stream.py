@@ -206,5 +206,5 @@ def samples_from_shards(shards, handler):
 
 
 def sample_name(sample: dict) -> str:
-    """'<shard url>#<key>': names a sample in warnings (keys never hold '#', see `mining.schema`)."""
+    """'<shard url>#<key>': names a sample in warnings (keys never hold '#', see `formats.shard_schema`)."""
     return f"{sample.get('__url__')}#{sample['__key__']}"

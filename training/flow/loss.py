@@ -40,12 +40,13 @@ class FlowLossConfig:
     the view never pays better than standing still. With the flat `occlusion_penalty` alone, any pixel
     whose unmatched error exceeds 0.1 (half of them before the net has learned anything) is cheaper
     thrown out of view than matched: at 640x192 nets fell into that (loss 0.084, flow 3.6x worse than
-    none) before they found the far matches. See `bench/flow_learning.py`."""
+    none) before they found the far matches. See `bench/flow_loss_landscape.py`."""
     pyramid: bool = False
     """Score each scale's flow on the images downsampled to that scale (True), so coarse scales see
     displacements of a few pixels that local image gradients can find, whatever the input size. False
-    upsamples every scale's flow to full size first (Monodepth2's way for depth), where a 640x192 frame's
-    20-70 px displacements lie far outside the reach of a 3x3 SSIM window."""
+    (default) upsamples every scale's flow to full size first, Monodepth2's way for depth. Off until a GPU
+    run shows it helps: on a CPU proxy of 640x192 (`bench/flow_learning.py`, 800 steps) it changed nothing,
+    and on one 128x64 pair it learned slower (EPE 2.92 vs 2.02 px after 150 steps)."""
 
 
 def _flow_where_scored(flow_px: torch.Tensor, full_size: tuple[int, int], pyramid: bool) -> torch.Tensor:

@@ -1,0 +1,63 @@
+"""Why pretraining learned a flow worse than none at 640x192: the loss of three flows, per size and loss.
+
+    python bench/flow_loss_landscape.py     # ~1 min on 2 cores
+
+On world pairs with exact flow (2 unseen drives, 10 Hz) it scores, under the loss before the fix (each
+pixel leaving the view charged a flat 0.1) and today's (charged at least its error when standing still):
+- the true flow,
+- no motion at all,
+- "thrown out": no motion, but every pixel that matches worse than a threshold at zero flow sent 2 image
+  heights down, out of view: what a net that has not yet found the far matches can learn instead.
+A loss under which "thrown out" beats "no motion" rewards the degenerate flow. Its EPE (mean pixel distance
+to the true flow) is what the GPU runs of issue 14 saw: several times the zero-flow score.
+"""
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training.flow.data import DataConfig, val_loader  # noqa: E402
+from training.flow.loss import FlowLossConfig, flow_loss  # noqa: E402
+from training.photometric import photometric_error  # noqa: E402
+from world.shards import write_world_shards  # noqa: E402
+
+LOSSES = {"flat 0.1 (before)": FlowLossConfig(exit_costs_standing_still=False, pyramid=False),
+          "standing still (today)": FlowLossConfig()}
+THRESHOLDS = (0.1, 0.2, 0.3)
+
+
+def pairs(size: tuple[int, int], folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(target, source, true flow) of 2 unseen drives x 6 samples rendered at `size`."""
+    shards = folder / f"{size[0]}x{size[1]}"
+    write_world_shards(shards, drives=2, samples=6, first_seed=7000, width_px=size[0], height_px=size[1], workers=2)
+    target, source, flow = next(iter(val_loader(DataConfig(shards=str(shards), width_px=size[0], height_px=size[1],
+                                                           batch_size=12, workers=0))))
+    return target.float() / 255, source.float() / 255, flow
+
+
+def main() -> None:
+    print(f"{'size':>9} {'loss':>24} {'true flow':>10} {'no motion':>10} " + " ".join(
+        f"{'thrown out >' + str(t):>16}" for t in THRESHOLDS) + "   EPE px: no motion / thrown out >0.2")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in ((320, 96), (640, 192), (1024, 320)):
+            target, source, true_flow = pairs(size, Path(tmp))
+            still = torch.zeros_like(true_flow)
+            unmatched = photometric_error(source, target)
+
+            def thrown_out(threshold: float) -> torch.Tensor:
+                return torch.cat([still[:, :1], (unmatched > threshold) * 2.0 * size[1]], dim=1)
+
+            for name, config in LOSSES.items():
+                score = lambda flow: float(flow_loss(target, source, {0: flow}, None, config)["photometric"])
+                epe = lambda flow: float((flow - true_flow).norm(dim=1).mean())
+                print(f"{size[0]:>4}x{size[1]:<4} {name:>24} {score(true_flow):>10.4f} {score(still):>10.4f} "
+                      + " ".join(f"{score(thrown_out(t)):>16.4f}" for t in THRESHOLDS)
+                      + f"   {epe(still):.1f} / {epe(thrown_out(0.2)):.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

