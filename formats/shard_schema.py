@@ -5,6 +5,11 @@ members sharing a key::
 
     <key>.0.jpg  <key>.1.jpg  ...  <key>.<n-1>.jpg   frames in time order (RGB JPEG)
     <key>.json                                       SampleMeta
+    <key>.mask.png                                   optional: 8-bit grey, the frames' size, 0 where a
+                                                     static overlay (a logo, a clock, the tip of the
+                                                     car's hood) covers the pixel in every frame, 255
+                                                     where the scene shows; losses ignore the 0 pixels.
+                                                     Absent: every pixel shows the scene
     <key>.flow.npy                                   optional, world-rendered shards only: the exact
                                                      flow (H, W, 2) float32 in pixels from the middle
                                                      frame to the next, for end-point-error validation
@@ -25,6 +30,7 @@ import numpy as np
 FRAME_EXTENSION = "jpg"
 META_EXTENSION = "json"
 FLOW_MEMBER = "flow.npy"
+MASK_MEMBER = "mask.png"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -108,11 +114,33 @@ def decode_sample_frames(sample: dict, minimum: int, positions=None) -> list[np.
     return frames
 
 
-def sample_dict(key: str, jpegs: list[bytes], meta: SampleMeta, flow_npy: bytes | None = None) -> dict:
+def encode_mask(scene_visible: np.ndarray) -> bytes:
+    """(H, W) bool, True where the scene shows -> the PNG bytes of a `MASK_MEMBER`."""
+    ok, data = cv2.imencode(".png", np.where(scene_visible, 255, 0).astype(np.uint8))
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a PNG")
+    return data.tobytes()
+
+
+def decode_mask(sample: dict) -> np.ndarray | None:
+    """(H, W) bool, True where the scene shows, from a sample's `MASK_MEMBER`; None when it has none (every
+    pixel shows the scene); a ValueError naming the shard and key when the member is not a PNG."""
+    if MASK_MEMBER not in sample:
+        return None
+    mask = cv2.imdecode(np.frombuffer(sample[MASK_MEMBER], np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ValueError(f"{sample.get('__url__')} {sample.get('__key__')}: {MASK_MEMBER} is not a PNG")
+    return mask > 127
+
+
+def sample_dict(key: str, jpegs: list[bytes], meta: SampleMeta, flow_npy: bytes | None = None,
+                mask_png: bytes | None = None) -> dict:
     """One sample as suffix -> bytes plus '__key__' (what `write_sample` and webdataset's TarWriter take)."""
     sample = {"__key__": key, META_EXTENSION: meta.to_bytes()}
     if flow_npy is not None:
         sample[FLOW_MEMBER] = flow_npy
+    if mask_png is not None:
+        sample[MASK_MEMBER] = mask_png
     for position, jpeg in enumerate(jpegs):
         sample[frame_member(position)] = jpeg
     return sample

@@ -1,8 +1,10 @@
-"""One video through the whole chain: probe -> decode once -> crop -> scenes -> motion filter -> pack.
+"""One video through the whole chain: probe -> decode once -> crop -> static regions -> scenes -> motion
+filter -> pack.
 
-The samples go into the video's own tar (``<video id>.tar``) and its report into ``<video id>.json``,
-both in a staging folder and both written atomically, the report last: a video whose report exists is
-done, and a rerun skips it. Frames are decoded once and never held beyond a short window.
+The samples go into the video's own tar (``<video id>.tar``), a picture of its first frame with what was
+cropped into ``<video id>.preview.jpg`` and its report into ``<video id>.json``, all in a staging folder
+and all written atomically, the report last: a video whose report exists is done, and a rerun skips it.
+Frames are decoded once and never held beyond the first `HEAD_FRAMES`, which fix the crop and the mask.
 """
 import itertools
 import json
@@ -12,19 +14,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 
-from formats.files import atomic_path, write_json_atomic
-from mining.crop import FixedCrop, content_box
-from mining.decode import DecodeConfig, decode_frames
-from mining.motion import DUPLICATE, FLASH, OK, START, STATIC, MotionConfig, MotionFilter, PairVerdict
-from mining.pack import PackConfig, RunPacker
+from formats.files import atomic_path, write_bytes_atomic, write_json_atomic
+from formats.shard_schema import SampleMeta, encode_jpeg, encode_mask, sample_dict, sample_key, write_sample
 from formats.video import UnusableVideo, probe
+from mining.crop import FixedCrop, content_box
+from mining.decode import DecodeConfig, DecodeOutcome, decode_frames
+from mining.motion import CUT, DUPLICATE, FLASH, OK, START, STATIC, MotionConfig, MotionFilter, PairVerdict
+from mining.pack import PackConfig, RunPacker
 from mining.scenes import SceneCutter
-from formats.shard_schema import SampleMeta, sample_dict, sample_key, write_sample
+from mining.static_regions import HEAD_FRAMES, StaticRegionConfig, find_static_regions
 
 LETTERBOX_PROBE_FRAMES = 20
-"""Frames looked at (and held) before the crop is fixed: 2 s at the default 10 fps."""
+"""Frames whose mean brightness finds black bars: 2 s at the default 10 fps."""
+PREVIEW_WIDTH_PX = 320
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class ChainConfig:
     pack: PackConfig = PackConfig()
     fixed_crop: FixedCrop = FixedCrop()
     scene_threshold: float = 27.0
+    static_regions: StaticRegionConfig = StaticRegionConfig()
 
 
 @dataclass
@@ -41,16 +47,27 @@ class VideoReport:
     video_id: str
     source: str
     status: str
-    """'ok' (samples written), 'empty' (usable but nothing moving), or 'failed'."""
+    """'ok' (samples written), 'partial' (samples from the part of a damaged file that decoded cleanly),
+    'empty' (usable but nothing moving), or 'failed'."""
     reason: str = ""
     frames_decoded: int = 0
+    frames_expected: int = 0
+    """Frames the duration promises at the output rate (0 when unknown, e.g. image sequences)."""
     frames_kept: int = 0
     dropped: dict = field(default_factory=dict)
     """Frames in no sample, per reason: static, duplicate, flash, short_run (scene or run too short)."""
     samples: int = 0
     scenes: int = 0
     duration_s: float = 0.0
+    working_size: tuple | None = None
+    """(width, height) of the decoded frames."""
     crop_box: tuple | None = None
+    """(x, y, w, h) of the stored frames in the working-size frame: bars, fixed crop and edge bands removed."""
+    static_regions: list = field(default_factory=list)
+    """Overlays found (`mining.static_regions`), boxes in working-size pixels; 'inside' ones are masked."""
+    timeline: list = field(default_factory=list)
+    """[first frame, end frame, label] runs over the decoded frames: 'kept' or why frames were dropped."""
+    fps_out: float = 0.0
     sample_bytes: list = field(default_factory=list)
     """Payload bytes of each sample in stream order: the shard writer plans shard boundaries from it."""
 
@@ -63,15 +80,25 @@ class VideoReport:
         return cls(**json.loads(data))
 
 
-def _drop_reasons(labels: list[str], kept: list[bool]) -> Counter:
-    """Why each frame outside every sample was dropped: its own pair's verdict, else the next one's."""
-    reasons = Counter()
+def _frame_labels(labels: list[str], kept: list[bool]) -> list[str]:
+    """'kept' for each frame in a sample, else why it was dropped: its own pair's verdict, else the next one's."""
+    reasons = []
     for i, (label, is_kept) in enumerate(zip(labels, kept)):
-        if is_kept:
-            continue
         candidates = [label, labels[i + 1] if i + 1 < len(labels) else OK]
-        reasons[next((c for c in candidates if c in (STATIC, DUPLICATE, FLASH)), "short_run")] += 1
+        reasons.append("kept" if is_kept else next((c for c in candidates if c in (STATIC, DUPLICATE, FLASH, CUT)),
+                                                    "short_run"))
     return reasons
+
+
+def _runs(values: list[str]) -> list[list]:
+    """[first, end, value] for each run of equal values."""
+    runs = []
+    for i, value in enumerate(values):
+        if runs and runs[-1][2] == value:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1, value])
+    return runs
 
 
 @dataclass
@@ -88,6 +115,8 @@ class FrameSource:
     """Run scene cuts and the motion filter; off, every consecutive pair is used."""
     extra: dict = field(default_factory=dict)
     """Copied into every sample's SampleMeta.extra (dataset, drive, known intrinsics)."""
+    decode: DecodeOutcome | None = None
+    """How decoding went (videos): damage stops it early and makes the video 'partial'."""
 
 
 def mine_video(path: Path, video_id: str, source_url: str, staging_dir: Path, config: ChainConfig = ChainConfig(),
@@ -97,36 +126,68 @@ def mine_video(path: Path, video_id: str, source_url: str, staging_dir: Path, co
     def open_source(report: VideoReport) -> FrameSource:
         info = probe(path)
         report.duration_s = info.duration_s
-        return FrameSource(decode_frames(path, info, config.decode), config.decode.fps,
-                           (info.width_px, info.height_px))
+        outcome = DecodeOutcome()
+        return FrameSource(decode_frames(path, info, config.decode, outcome), config.decode.fps,
+                           (info.width_px, info.height_px), decode=outcome)
 
     return mine_source(open_source, video_id, source_url, staging_dir, config, on_frame)
+
+
+def _crop_and_mask(head: list[np.ndarray], source: FrameSource, config: ChainConfig, report: VideoReport
+                   ) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
+    """The stored frames' box in the working frame (bars, the fixed crop and overlay bands removed) and the
+    (h, w) bool overlay mask inside it (None where nothing is masked); fills the report's crop and regions."""
+    height, width = head[0].shape[:2]
+    if not source.detect_bars:
+        report.crop_box = (0, 0, width // 2 * 2, height // 2 * 2)
+        return report.crop_box, None
+    try:
+        x, y, w, h = content_box(head[:LETTERBOX_PROBE_FRAMES], config.fixed_crop)
+    except ValueError as error:
+        raise UnusableVideo(str(error))
+    found = find_static_regions([f[y:y + h, x:x + w] for f in head], config.static_regions)
+    top, bottom, left, right = found.crop
+    report.static_regions = [{**r, "box": [r["box"][0] + x, r["box"][1] + y, *r["box"][2:]]} for r in found.regions]
+    mask = found.mask
+    x, y = x + left, y + top
+    w, h = (w - left - right) // 2 * 2, (h - top - bottom) // 2 * 2
+    report.crop_box = (x, y, w, h)
+    return report.crop_box, mask[:h, :w] if mask is not None else None
+
+
+def _write_preview(path: Path, frame: np.ndarray) -> None:
+    """The first decoded frame, uncropped, `PREVIEW_WIDTH_PX` wide: the report page draws the crop on it."""
+    height, width = frame.shape[:2]
+    size = (PREVIEW_WIDTH_PX, max(2, round(height * PREVIEW_WIDTH_PX / width)))
+    write_bytes_atomic(path, encode_jpeg(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), 85))
 
 
 def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str, source_url: str,
                 staging_dir: Path, config: ChainConfig = ChainConfig(),
                 on_frame: Callable[[int], None] | None = None) -> VideoReport:
-    """The chain after decoding: crop -> scenes -> motion filter -> pack -> the video's staging tar.
+    """The chain after decoding: crop -> static regions -> scenes -> motion filter -> pack -> the video's
+    staging tar.
 
     `open_source(report)` gives the frames (and may fill the report's duration); raising UnusableVideo
-    there or while frames are read ends the video as 'failed' with that reason.
+    there or while frames are read ends the video as 'failed' with that reason. A decode that stops early
+    on damage keeps what decoded cleanly: 'partial' when that gave samples.
     """
     report = VideoReport(video_id=video_id, source=source_url, status="failed")
     staging_dir = Path(staging_dir)
     try:
         source = open_source(report)
+        report.fps_out = source.fps
         frames = iter(source.frames)
-        head = list(itertools.islice(frames, LETTERBOX_PROBE_FRAMES))
+        head = list(itertools.islice(frames, HEAD_FRAMES))
         if not head:
             raise UnusableVideo("no frames could be decoded")
         height, width = head[0].shape[:2]
-        try:
-            x, y, w, h = report.crop_box = (content_box(head, config.fixed_crop) if source.detect_bars
-                                            else (0, 0, width // 2 * 2, height // 2 * 2))
-        except ValueError as error:
-            raise UnusableVideo(str(error))
+        report.working_size = (width, height)
+        _write_preview(staging_dir / f"{video_id}.preview.jpg", head[0])
+        (x, y, w, h), overlay = _crop_and_mask(head, source, config, report)
+        mask_png = encode_mask(~overlay) if overlay is not None else None
         cutter = SceneCutter(source.fps, config.scene_threshold)
-        motion = MotionFilter(w, config.motion)
+        motion = MotionFilter(w, config.motion, overlay)
         packer = RunPacker(config.pack)
         labels, kept = [], []
 
@@ -144,8 +205,8 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
                                   motion_px=[round(m, 3) for m in run.motion_px], crop_box=(x, y, w, h),
                                   working_size=(width, height), original_size=source.original_size,
                                   extra=source.extra)
-                report.sample_bytes.append(
-                    write_sample(tar, sample_dict(sample_key(video_id, run.frame_indices[0]), run.jpegs, meta)))
+                report.sample_bytes.append(write_sample(tar, sample_dict(
+                    sample_key(video_id, run.frame_indices[0]), run.jpegs, meta, mask_png=mask_png)))
                 report.samples += 1
 
         with atomic_path(staging_dir / f"{video_id}.tar") as tmp, \
@@ -164,9 +225,18 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
             report.duration_s = report.frames_decoded / source.fps
         report.scenes = packer.scene_index + 1
         report.frames_kept = sum(kept)
-        report.dropped = dict(sorted(_drop_reasons(labels, kept).items()))
-        report.status = "ok" if report.samples else "empty"
-        if not report.samples:
+        frame_labels = _frame_labels(labels, kept)
+        report.timeline = _runs(frame_labels)
+        report.dropped = dict(sorted(Counter(label for label in frame_labels if label != "kept").items()))
+        damage = source.decode.damage if source.decode else ""
+        if source.decode:
+            report.frames_expected = source.decode.frames_expected
+        if damage and not report.samples:
+            raise UnusableVideo(damage)
+        report.status = "partial" if damage else "ok" if report.samples else "empty"
+        if damage:
+            report.reason = f"{damage}; kept the {report.frames_decoded} frames before it"
+        elif not report.samples:
             report.reason = "no usable run of moving frames (all static, all cuts or too short)"
     except UnusableVideo as error:
         report.reason, report.samples, report.sample_bytes = str(error), 0, []

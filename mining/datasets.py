@@ -156,5 +156,5 @@ def import_sequence(sequence: Sequence, staging_dir: Path, config: ChainConfig, 
                            filter_motion=filter_motion,
                            extra={**sequence.extra, "intrinsics_normalised": facts["intrinsics_normalised"]})
 
-    return mine_source(open_source, sequence.sequence_id, sequence.images[0].parent.as_uri(), staging_dir,
+    return mine_source(open_source, sequence.sequence_id, sequence.images[0].parent.resolve().as_uri(), staging_dir,
                        config, on_frame)

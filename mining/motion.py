@@ -1,11 +1,15 @@
 """Stage 6, motion filter: is the camera moving between two consecutive frames?
 
 Each consecutive pair of frames of one scene is measured on small grey copies (`GREY_WIDTH_PX` wide):
-median optical-flow magnitude by OpenCV's DIS (robust to a few moving cars and a burnt-in clock),
-mean absolute difference, and mean brightness. A pair is usable unless it is
+optical flow by OpenCV's DIS, mean absolute difference, and mean brightness. The camera's motion is the
+median flow magnitude over the pixels where flow means something: textured ones (`TEXTURE_MIN_GREY`),
+overlays excluded (`mining.static_regions`). Flat sky and bare asphalt, half of a highway frame, show
+no flow whatever the camera does and dragged a frame-wide median under a pixel; a hood or a clock
+never moves; and a median stays robust to cars passing a parked camera, which hold less than half of
+the picture's texture. A pair is usable unless it is
 
 - ``duplicate``: (nearly) the same picture twice, e.g. a low-rate source repeated by rate conversion;
-- ``static``: median flow below `min_motion_px` (working-size pixels): the camera stands still;
+- ``static``: camera motion below `min_motion_px` (working-size pixels): the camera stands still;
 - ``flash``: one frame far brighter or darker than both neighbours, which agree with each other;
 - ``cut``: the scene detector saw a cut and the flow cannot explain the change (see `cut_residual`).
 
@@ -17,13 +21,16 @@ import cv2
 import numpy as np
 
 GREY_WIDTH_PX = 160
+TEXTURE_MIN_GREY = 4.0
+"""Grey gradient (per grey-copy pixel) above which a pixel's flow is measured rather than guessed."""
 OK, CUT, STATIC, DUPLICATE, FLASH, START = "ok", "cut", "static", "duplicate", "flash", "start"
 
 
 @dataclass(frozen=True)
 class MotionConfig:
     min_motion_px: float = 1.0
-    """Median flow, in working-size pixels per output frame, below which the camera counts as still."""
+    """Camera motion (median flow over textured pixels, in working-size pixels per output frame) below
+    which the camera counts as still."""
     duplicate_diff: float = 0.4
     """Mean absolute grey difference (0..255) below which two frames are the same picture."""
     flash_delta: float = 30.0
@@ -47,9 +54,13 @@ class PairVerdict:
 class MotionFilter:
     """Push frames of one video in order with the scene detector's opinion; get verdicts one frame late."""
 
-    def __init__(self, working_width_px: int, config: MotionConfig = MotionConfig()):
+    def __init__(self, working_width_px: int, config: MotionConfig = MotionConfig(),
+                 overlay: np.ndarray | None = None):
+        """`overlay`: (H, W) bool at the working size, True on static overlays, left out of the motion."""
         self.config = config
         self.scale = working_width_px / GREY_WIDTH_PX
+        self.overlay_working = overlay
+        self.overlay_grey: np.ndarray | None = None  # (h, w) bool at grey size, made with the first frame
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self.previous_grey: np.ndarray | None = None
         self.pending: PairVerdict | None = None
@@ -67,8 +78,17 @@ class MotionFilter:
         flow = self.flow.calc(previous, grey, None)
         if detector_cut and self._warp_residual(previous, grey, flow) > self.config.cut_residual:
             return CUT, 0.0
-        motion_px = float(np.median(np.hypot(flow[..., 0], flow[..., 1]))) * self.scale
+        measured = self._informative(previous)
+        motion_px = float(np.median(np.hypot(flow[..., 0], flow[..., 1])[measured])) * self.scale
         return (STATIC if motion_px < self.config.min_motion_px else OK), motion_px
+
+    def _informative(self, grey: np.ndarray) -> np.ndarray:
+        """(h, w) bool: textured pixels off the overlays; all off-overlay pixels when too few are textured."""
+        grey = grey.astype(np.float32)
+        gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4
+        scene = ~self.overlay_grey
+        measured = (gradient > TEXTURE_MIN_GREY) & scene
+        return measured if measured.mean() > 0.05 else scene
 
     @staticmethod
     def _warp_residual(previous: np.ndarray, grey: np.ndarray, flow: np.ndarray) -> float:
@@ -84,6 +104,10 @@ class MotionFilter:
         """Take the next frame and whether the scene detector saw a cut before it; return the verdict on
         the frame before it (None for the first frame)."""
         grey = self._grey(frame_rgb)
+        if self.overlay_grey is None:
+            h, w = grey.shape
+            self.overlay_grey = (np.zeros((h, w), bool) if self.overlay_working is None else cv2.resize(
+                self.overlay_working.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0)
         brightness = float(grey.mean())
         if self.previous_grey is None:
             label, motion_px = START, 0.0

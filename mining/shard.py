@@ -17,6 +17,7 @@ from typing import Callable
 from formats.files import append_jsonl
 from mining.chain import ChainConfig, VideoReport, mine_video
 from mining.datasets import Sequence, import_sequence
+from mining.lock import exclusive_output
 from mining.download import DownloadConfig, DownloadResult, download_one, read_url_list, video_files, STATUS_FILE
 from formats.shard_schema import safe_video_id
 from mining.shard_writer import STAGING_DIR, ShardLayout, assemble_shards
@@ -69,12 +70,13 @@ def find_videos(in_dir: Path) -> list[VideoJob]:
 
 
 def _clean_staging(store: Store) -> None:
-    """Remove temporaries a killed run left behind, and tars whose report never got written."""
+    """Remove temporaries a killed run left behind, and tars and previews whose report never got written."""
     store.remove_temporaries(STAGING_DIR)
     reports = set(store.files(STAGING_DIR, ".json"))
-    for tar in store.files(STAGING_DIR, ".tar"):
-        if tar.removesuffix(".tar") + ".json" not in reports:
-            store.remove(tar)
+    for suffix in (".tar", ".preview.jpg"):
+        for path in store.files(STAGING_DIR, suffix):
+            if path.removesuffix(suffix) + ".json" not in reports:
+                store.remove(path)
 
 
 def _staged(store: Store, video_id: str, mine: Callable[[Path], VideoReport]) -> VideoReport:
@@ -84,9 +86,9 @@ def _staged(store: Store, video_id: str, mine: Callable[[Path], VideoReport]) ->
         return mine(store.local / STAGING_DIR)
     with tempfile.TemporaryDirectory(prefix="geopt-mine-") as scratch:
         report = mine(Path(scratch))
-        tar = Path(scratch) / f"{video_id}.tar"
-        if tar.is_file():
-            store.put(tar, f"{STAGING_DIR}/{video_id}.tar")
+        for name in (f"{video_id}.tar", f"{video_id}.preview.jpg"):
+            if (Path(scratch) / name).is_file():
+                store.put(Path(scratch) / name, f"{STAGING_DIR}/{name}")
         store.put(Path(scratch) / f"{video_id}.json", f"{STAGING_DIR}/{video_id}.json")
     return report
 
@@ -197,9 +199,11 @@ def shard_videos(config: ShardConfig, on_video: Callable[[VideoReport, bool], No
     `on_video(report, was_done_before)` is called per video; `on_frame(n)` per decoded frame (one local worker).
     """
     jobs = find_videos(config.in_dir)
-    Store(config.out_dir).write_json(CONFIG_FILE, config)
-    _mine_pending(jobs, _mine_job, (config.chain,), config, on_video, on_frame)
-    return assemble_shards(Store(config.out_dir), config.layout, _shard_writer(config))
+    store = Store(config.out_dir)
+    with exclusive_output(store.url, store.local):
+        store.write_json(CONFIG_FILE, config)
+        _mine_pending(jobs, _mine_job, (config.chain,), config, on_video, on_frame)
+        return assemble_shards(store, config.layout, _shard_writer(config))
 
 
 def import_sequences(sequences: list[Sequence], config: ShardConfig, filter_motion: bool,
@@ -207,9 +211,11 @@ def import_sequences(sequences: list[Sequence], config: ShardConfig, filter_moti
                      on_frame: Callable[[int], None] | None = None) -> dict:
     """`geopt-mine import`: dataset sequences through the same chain and shard writer as videos."""
     jobs = [_SequenceJob(seq.sequence_id, seq) for seq in sequences]
-    Store(config.out_dir).write_json(CONFIG_FILE, {"import": config, "filter_motion": filter_motion})
-    _mine_pending(jobs, _import_job, (config.chain, filter_motion), config, on_video, on_frame)
-    return assemble_shards(Store(config.out_dir), config.layout, _shard_writer(config))
+    store = Store(config.out_dir)
+    with exclusive_output(store.url, store.local):
+        store.write_json(CONFIG_FILE, {"import": config, "filter_motion": filter_motion})
+        _mine_pending(jobs, _import_job, (config.chain, filter_motion), config, on_video, on_frame)
+        return assemble_shards(store, config.layout, _shard_writer(config))
 
 
 @dataclass
@@ -231,6 +237,12 @@ def download_and_shard(download: DownloadConfig, config: ShardConfig, keep_video
     unless `keep_videos`; then the shards are rebuilt. Status rows go to both status files (the download
     one on this machine; with Ray the videos themselves are fetched on the machine that mines them)."""
     store = Store(config.out_dir)
+    with exclusive_output(store.url, store.local):
+        return _download_and_shard(store, download, config, keep_videos, on_url)
+
+
+def _download_and_shard(store: Store, download: DownloadConfig, config: ShardConfig, keep_videos: bool,
+                        on_url: Callable[[DownloadResult, VideoReport | None], None] | None) -> dict:
     _clean_staging(store)
     store.write_json(CONFIG_FILE, {"download": download, "shard": config})
     download.out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,19 +10,25 @@ their id), so no scene leaks between train and val. Every file is published whol
 import hashlib
 import tarfile
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import cv2
+import numpy as np
+
 from formats.files import atomic_path
+from formats.shard_schema import decode_sample_frames, encode_jpeg, write_sample
 from mining.chain import VideoReport
-from formats.shard_schema import write_sample
+from mining.report import render_report
 from mining.store import Store
 
 STAGING_DIR = ".videos"
 VAL_DIR = "val"
 MANIFEST_FILE = "manifest.json"
 STATS_FILE = "stats.json"
+REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,42 @@ def _sample_sizes(store: Store, report: VideoReport) -> list[int]:
         return [sum(len(v) for k, v in s.items() if k != "__key__") for s in staged_samples(staged)]
 
 
+def _thumbnails(store: Store, report: VideoReport, count: int = 8, width_px: int = 160) -> list[bytes]:
+    """JPEGs of the middle frame of up to `count` samples spread over the video, `width_px` wide."""
+    if not report.samples:
+        return []
+    wanted = {round(i * (report.samples - 1) / max(1, count - 1)) for i in range(min(count, report.samples))}
+    thumbnails = []
+    with store.open(f"{STAGING_DIR}/{report.video_id}.tar") as staged:
+        for index, sample in enumerate(staged_samples(staged)):
+            if index in wanted:
+                frames = decode_sample_frames(sample, minimum=1)
+                frame = frames[len(frames) // 2]
+                size = (width_px, max(2, round(frame.shape[0] * width_px / frame.shape[1])))
+                thumbnails.append(encode_jpeg(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), 80))
+    return thumbnails
+
+
+def _report_page(store: Store, reports: dict[str, VideoReport], per_video: dict, totals: dict) -> str:
+    """report.html (`mining.report`) from the staging folder: thumbnails of kept frames, the first frame
+    with the crop and the overlays drawn (its coordinates scaled from the working size to the preview's)."""
+    videos = []
+    for vid, report in reports.items():
+        stats = per_video[vid]
+        preview_name = f"{STAGING_DIR}/{vid}.preview.jpg"
+        preview = store.read_bytes(preview_name) if store.exists(preview_name) else None
+        scale = 1.0
+        if preview is not None and report.working_size:
+            scale = cv2.imdecode(np.frombuffer(preview, np.uint8), cv2.IMREAD_GRAYSCALE).shape[1] / report.working_size[0]
+        scaled = lambda box: [round(v * scale) for v in box]
+        videos.append({**stats, "fps_out": report.fps_out or 10.0, "thumbnails": _thumbnails(store, report)
+                       if stats["status"] in ("ok", "partial") else [], "preview": preview,
+                       "crop_box": scaled(report.crop_box) if report.crop_box else None,
+                       "static_regions": [{**r, "box": scaled(r["box"])} for r in report.static_regions],
+                       "duplicate_of": stats.get("duplicate_of")})
+    return render_report(videos, totals, f"GeoPt mining report: {store.url}")
+
+
 def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayout(),
                     write_all: Callable[[Store, list[ShardPlan]], Iterable[dict]] | None = None) -> dict:
     """Build shards, val/ shards, manifest.json and stats.json from every finished video in the staging
@@ -145,7 +187,7 @@ def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayou
     store = output if isinstance(output, Store) else Store(output)
     reports = {Path(p).stem: VideoReport.from_json(store.read_bytes(p))
                for p in store.files(STAGING_DIR, ".json")}
-    usable = [vid for vid, r in reports.items() if r.status == "ok"]
+    usable = [vid for vid, r in reports.items() if r.status in ("ok", "partial")]
     train_ids, val_ids = split_videos(usable, layout.val_fraction)
     sizes = {vid: _sample_sizes(store, reports[vid]) for vid in usable}
     shard_bytes = layout.shard_size_mb * 1e6
@@ -166,16 +208,19 @@ def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayou
     totals = {"videos": len(reports), "videos_with_samples": len(usable),
               "videos_failed": sum(r.status == "failed" for r in reports.values()),
               "frames_decoded": sum(r.frames_decoded for r in reports.values()),
-              "frames_kept": sum(r.frames_kept for r in reports.values()),
-              "samples": sum(r.samples for r in reports.values()),
+              "frames_kept": sum(reports[vid].frames_kept for vid in usable),
+              "samples": sum(reports[vid].samples for vid in usable),
               "source_minutes": round(sum(r.duration_s for r in reports.values() if r.status != "failed") / 60, 3)}
+    totals["samples_per_minute"] = round(totals["samples"] / totals["source_minutes"], 1) if totals["source_minutes"] else 0.0
     dropped: dict[str, int] = {}
     for r in reports.values():
         for reason, count in r.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
     totals["dropped"] = dict(sorted(dropped.items()))
     per_video = {vid: {k: v for k, v in vars(r).items() if k != "sample_bytes"} for vid, r in reports.items()}
+    totals["by_status"] = dict(sorted(Counter(v["status"] for v in per_video.values()).items()))
     stats = {"totals": totals, "videos": per_video}
     store.write_json(STATS_FILE, stats)
     store.write_json(MANIFEST_FILE, manifest)
+    store.write_bytes(REPORT_FILE, _report_page(store, reports, per_video, totals).encode())
     return {"manifest": manifest, "stats": stats}

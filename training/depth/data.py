@@ -7,6 +7,7 @@ A sample is a dict:
   original colours).
 - 'K' (3, 3) float32 intrinsics normalised by image size (`formats.camera`); absent when unknown.
 - 'stereo_T' (4, 4) float32 target camera -> stereo partner (metres), with 's' only.
+- 'visible' (1, H, W) float32, shards only: 0 where a static overlay hides the scene, 1 elsewhere.
 
 Augmentation is Monodepth2's: with probability 1/2 a colour jitter shared by all frames
 (`training.augment`), with probability 1/2 a horizontal flip of all frames (which swaps the side of the
@@ -33,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from formats.camera import KITTI_K_NORMALISED, fov_intrinsics
 from formats.kitti import SplitEntry, image_path, read_split_file
-from formats.shard_schema import META_EXTENSION, decode_sample_frames, frame_count
+from formats.shard_schema import META_EXTENSION, decode_mask, decode_sample_frames, frame_count
 from training.augment import ColourJitter
 from training.depth.loss import stereo_transform
 from training.shard_stream import SkipOnce, expand_shards, samples_from_shards
@@ -208,7 +209,8 @@ class ShardTriplet:
     """A shard sample (frames t-1, t, t+1, see `formats.shard_schema`) -> a depth training sample (frames -1, 0, +1).
 
     Frames are centre-cropped to the training aspect (the largest such crop, so pixels stay square and the
-    principal point central), then resized. K comes from the sample's own known intrinsics (imported KITTI
+    principal point central), then resized; 'visible' (1, H, W) float32 is 0 under the video's static
+    overlays (`formats.shard_schema.MASK_MEMBER`), 1 elsewhere. K comes from the sample's own known intrinsics (imported KITTI
     or Cityscapes, world shards), else from `fov_deg` (of the stored frame's width); without either the
     sample has no 'K' and the intrinsics must be learned.
     """
@@ -226,8 +228,13 @@ class ShardTriplet:
         x, y = (width - crop_w) // 2, (height - crop_h) // 2
         images = [cv2.resize(f[y:y + crop_h, x:x + crop_w], size, interpolation=cv2.INTER_AREA) for f in stored]
         frames = {f: _to_tensor(image) for f, image in zip((-1, 0, 1), images)}
-        frames, jittered = _augmented(frames, *_draw_augmentation(self.config.augment))
-        out = {"frames": frames, "frames_aug": jittered}
+        flip, jitter = _draw_augmentation(self.config.augment)
+        frames, jittered = _augmented(frames, flip, jitter)
+        visible = decode_mask(sample)
+        visible = (np.ones(size[::-1], np.float32) if visible is None else cv2.resize(
+            visible[y:y + crop_h, x:x + crop_w].astype(np.float32), size, interpolation=cv2.INTER_NEAREST))
+        visible = torch.from_numpy(visible)[None]
+        out = {"frames": frames, "frames_aug": jittered, "visible": visible.flip(-1) if flip else visible}
         known = json.loads(sample.get(META_EXTENSION, b"{}")).get("extra", {}).get("intrinsics_normalised")
         if known is not None or self.config.fov_deg is not None:
             # Normalised K of the stored frame (known from an imported dataset, else from the field of view),

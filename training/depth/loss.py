@@ -131,12 +131,14 @@ def min_reprojection(target: torch.Tensor, warped: list[torch.Tensor], unwarped:
 
 
 def depth_loss(target: torch.Tensor, sources: dict, transforms: dict, disps: dict[int, torch.Tensor],
-               K_normalised: torch.Tensor, config: DepthLossConfig = DepthLossConfig()) -> dict[str, torch.Tensor]:
+               K_normalised: torch.Tensor, config: DepthLossConfig = DepthLossConfig(),
+               visible: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Monodepth2's loss for one batch, averaged over scales.
 
     `target` (B, 3, H, W) and `sources` {frame id: (B, 3, H, W)} are un-augmented images in 0..1;
     `transforms` {frame id: (B, 4, 4)} map target-camera points into each source camera (metres);
-    `disps` {scale: (B, 1, H / 2^scale, W / 2^scale)} sigmoid disparities; `K_normalised` (B, 3, 3).
+    `disps` {scale: (B, 1, H / 2^scale, W / 2^scale)} sigmoid disparities; `K_normalised` (B, 3, 3);
+    `visible` (B, 1, H, W): 0 where a static overlay hides the scene, left out of the photometric term.
     Returns 'loss' and, detached for logging, 'photometric', 'smoothness', 'automask' (fraction kept),
     and at scale 0 'warped' ({frame id: image}) and 'mask' (B, 1, H, W).
     """
@@ -151,7 +153,7 @@ def depth_loss(target: torch.Tensor, sources: dict, transforms: dict, disps: dic
         _, depth = disp_to_depth(full, config.min_depth, config.max_depth)
         warped = [warp_source(sources[f], depth, K, inv_K, transforms[f]) for f in frame_ids]
         error, mask = min_reprojection(target, warped, unwarped)
-        photometric = error.mean()
+        photometric = error.mean() if visible is None else (error * visible).sum() / visible.sum().clamp(min=1)
         target_s = F.interpolate(target, size=disp.shape[-2:], mode="area") if scale else target
         normalised_disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
         smooth = edge_aware_smoothness(normalised_disp, target_s) / 2**scale

@@ -191,7 +191,8 @@ def depth_losses(model, batch: dict, config: TransferConfig, runtime: Runtime) -
                          "learned intrinsics (--intrinsics learned)")
     K = out["K"].float() if config.intrinsics == "learned" else batch["K"]
     frames = batch["frames"]
-    losses = depth_loss(frames[0], {f: frames[f] for f in transforms}, transforms, disps, K, config.loss_config())
+    losses = depth_loss(frames[0], {f: frames[f] for f in transforms}, transforms, disps, K, config.loss_config(),
+                        batch.get("visible"))
     return {**losses, "disp": disps[0].detach(), "K": K.detach()}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from formats.shard_schema import FLOW_MEMBER, decode_sample_frames
+from formats.shard_schema import FLOW_MEMBER, decode_mask, decode_sample_frames
 from training.augment import STRENGTH, ColourJitter
 from training.shard_stream import SkipOnce, expand_shards, parse_mixture, sample_name, samples_from_shards
 
@@ -52,7 +52,9 @@ class DataConfig:
 
 
 class PairAugment:
-    """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size."""
+    """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size and `visible`
+    (1, H, W) uint8, 1 where the scene shows, 0 under the sample's static overlays (`MASK_MEMBER`); with
+    `train` False also the true flow (or None) before `visible`."""
 
     def __init__(self, config: DataConfig, train: bool, rank: int = 0):
         self.config, self.train, self.rank = config, train, rank
@@ -102,13 +104,17 @@ class PairAugment:
         size = (self.config.width_px, self.config.height_px)
         pair = [cv2.resize(f[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA) for f in pair]
         target, source = (torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in pair)
+        visible = decode_mask(sample)
+        visible = (np.ones(size[::-1], np.uint8) if visible is None else
+                   cv2.resize(visible[y:y + h, x:x + w].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST))
+        visible = torch.from_numpy(visible)[None]
         if not self.train:
-            return target, source, self._true_flow(sample, crop)
+            return target, source, self._true_flow(sample, crop), visible
         jitter = ColourJitter.draw(self.rng, self.config.jitter)
         target, source = ((jitter(f.float() / 255) * 255).round_().to(torch.uint8) for f in (target, source))
         if self.config.flip and self.rng.random() < 0.5:
-            target, source = target.flip(-1), source.flip(-1)
-        return target, source
+            target, source, visible = target.flip(-1), source.flip(-1), visible.flip(-1)
+        return target, source, visible
 
 
 class EpochShards(torch.utils.data.IterableDataset):
@@ -138,25 +144,27 @@ class EpochShards(torch.utils.data.IterableDataset):
 
 
 def _training_pair(sample: dict, augment: PairAugment, origin: int) -> tuple:
-    return (*augment(sample), origin, sample_name(sample))
+    target, source, visible = augment(sample)
+    return target, source, origin, sample_name(sample), visible
 
 
-def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    targets, sources, origins, names = zip(*batch)
-    return torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names)
+def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    targets, sources, origins, names, visible = zip(*batch)
+    return torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names), torch.stack(visible)
 
 
-def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Validation batches carry the true flow (B, 2, H, W) when every sample has one, else None."""
-    targets, sources, flows = zip(*batch)
+    targets, sources, flows, visible = zip(*batch)
     flow = torch.stack(flows) if all(f is not None for f in flows) else None
-    return torch.stack(targets), torch.stack(sources), flow
+    return torch.stack(targets), torch.stack(sources), flow, torch.stack(visible)
 
 
 def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,
                  start_epoch: int = 0) -> tuple[wds.WebLoader, list[str]]:
-    """Batches (target, source, origin, names): frames (B, 3, H, W) uint8, the (B,) index of the data
-    source each pair came from and the B `sample_name`s; and the source names. Each pass over the loader
+    """Batches (target, source, origin, names, visible): frames (B, 3, H, W) uint8, the (B,) index of the
+    data source each pair came from, the B `sample_name`s and (B, 1, H, W) uint8 masks of the pixels that
+    show the scene (`PairAugment`); and the source names. Each pass over the loader
     is one epoch: `batches_per_epoch` full batches drawn endlessly, or with `exact_epochs` this rank's
     share of every sample (partial last batches kept, so ranks may end with different batch counts).
     Sources given with weights (see `training.shard_stream.parse_mixture`) are drawn by weight; in exact
@@ -195,7 +203,7 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
 
 def val_loader(config: DataConfig) -> wds.WebLoader:
     """One pass over the validation shards in order, centre crops, no augmentation, every sample once.
-    Batches are (target, source, true flow or None); the pair is always middle -> next frame."""
+    Batches are (target, source, true flow or None, visible); the pair is always middle -> next frame."""
     urls = expand_shards(config.shards)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls),

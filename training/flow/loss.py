@@ -61,14 +61,18 @@ def _flow_where_scored(flow_px: torch.Tensor, full_size: tuple[int, int], pyrami
 
 
 def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch.Tensor],
-              backward_flows: dict[int, torch.Tensor] | None, config: FlowLossConfig = FlowLossConfig()
-              ) -> dict[str, torch.Tensor]:
+              backward_flows: dict[int, torch.Tensor] | None, config: FlowLossConfig = FlowLossConfig(),
+              visible: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss of flows (in input pixels) from `target` pixels into `source`, averaged over scales.
 
-    Returns 'loss' (to minimise), 'photometric', 'smoothness' and 'excluded' (share of pixels masked
-    out, for logging) and, at full size, 'warped' and 'mask' (for pictures).
+    `visible` (B, 1, H, W) in {0, 1}: 0 under static overlays of the video (a logo, a clock), the same in
+    both frames. Those target pixels are left out, and a flow landing on them in the source counts as
+    leaving the view. Returns 'loss' (to minimise), 'photometric', 'smoothness' and 'excluded' (share of
+    the visible pixels masked out, for logging) and, at full size, 'warped' and 'mask' (for pictures).
     """
     full_size = target.shape[-2:]
+    if visible is None:
+        visible = torch.ones_like(target[:, :1])
     total = photometric_sum = smooth_sum = excluded_sum = 0.0
     warped = mask = None
     for scale, flow in sorted(flows.items()):
@@ -76,7 +80,9 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
         size = scored.shape[-2:]
         target_s, source_s = (x if size == full_size else F.interpolate(x, size=size, mode="area")
                               for x in (target, source))
-        warped_s, mask_s = warp_by_flow(source_s, scored)
+        visible_s = visible if size == full_size else F.interpolate(visible, size=size, mode="nearest")
+        warped_both, inside = warp_by_flow(torch.cat([source_s, visible_s], dim=1), scored)
+        warped_s, mask_s = warped_both[:, :3], inside * (warped_both[:, 3:] > 0.5)
         if config.occlusion_masking and backward_flows is not None:
             back = _flow_where_scored(backward_flows[scale], full_size, config.pyramid)
             mask_s = mask_s * forward_backward_mask(scored.detach(), back.detach())
@@ -84,12 +90,13 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
         exit_cost = torch.full_like(error, config.occlusion_penalty)
         if config.exit_costs_standing_still:
             exit_cost = torch.maximum(exit_cost, photometric_error(source_s, target_s).detach())
-        photometric = (error * mask_s + exit_cost * (1 - mask_s)).mean()
+        visible_count = visible_s.sum().clamp(min=1)
+        photometric = ((error * mask_s + exit_cost * (1 - mask_s)) * visible_s).sum() / visible_count
         image_s = F.interpolate(target, size=flow.shape[-2:], mode="area") if scale else target
         smooth = edge_aware_smoothness(flow / 10.0, image_s) / (2**scale)
         total = total + photometric + config.smoothness * smooth
         photometric_sum, smooth_sum = photometric_sum + photometric.detach(), smooth_sum + smooth.detach()
-        excluded_sum = excluded_sum + (1 - mask_s).mean().detach()
+        excluded_sum = excluded_sum + ((1 - mask_s) * visible_s).sum().detach() / visible_count
         if scale == 0:
             warped, mask = warped_s.detach(), mask_s.detach()
     n = len(flows)

@@ -63,18 +63,20 @@ def to_input(frames: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
 
 
-def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: PretrainConfig, runtime: Runtime) -> dict:
+def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: PretrainConfig, runtime: Runtime,
+                visible: torch.Tensor | None = None) -> dict:
     """Forward and backward flow of a batch of pairs in one pass; the loss averaged over both directions.
-    Returns 'loss', 'photometric', 'smoothness', 'excluded' and, for pictures, 'flow' (forward, full
-    size), 'warped' and 'mask'."""
+    `visible` (B, 1, H, W): 0 under the videos' static overlays (see `flow_loss`). Returns 'loss',
+    'photometric', 'smoothness', 'excluded' and, for pictures, 'flow' (forward, full size), 'warped' and
+    'mask'."""
     with runtime.autocast():
         flows = model(torch.cat([target, source]), torch.cat([source, target]))
     flows = {s: f.float() for s, f in flows.items()}
     b = target.shape[0]
     forward = {s: f[:b] for s, f in flows.items()}
     backward = {s: f[b:] for s, f in flows.items()}
-    out_f = flow_loss(target, source, forward, backward, config.loss)
-    out_b = flow_loss(source, target, backward, forward, config.loss)
+    out_f = flow_loss(target, source, forward, backward, config.loss, visible)
+    out_b = flow_loss(source, target, backward, forward, config.loss, visible)
     return {**{k: 0.5 * (out_f[k] + out_b[k]) for k in ("loss", "photometric", "smoothness", "excluded")},
             "flow": forward[0].detach(), "warped": out_f["warped"], "mask": out_f["mask"]}
 
@@ -90,11 +92,11 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     loader = val_loader(replace(config.data, shards=config.val_shards))
     sums = {"photometric": 0.0, "excluded": 0.0, "epe_px": 0.0, "flow_px": 0.0, "true_flow_px": 0.0}
     count = flow_count = 0
-    for i, (target, source, true_flow) in enumerate(loader):
+    for i, (target, source, true_flow, visible) in enumerate(loader):
         if i >= config.val_batches:
             break
         target, source = to_input(target, runtime), to_input(source, runtime)
-        out = flow_losses(model, target, source, config, runtime)
+        out = flow_losses(model, target, source, config, runtime, visible.to(runtime.device).float())
         n = target.shape[0]
         count += n
         sums["photometric"] += float(out["photometric"]) * n
@@ -113,8 +115,8 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
 
 
 class PretrainTask(Task):
-    """Pretraining as `training.loop` runs it. Batches are (target, source, origin, names): frames
-    (B, 3, H, W) uint8, the data source of each pair, and each sample's name."""
+    """Pretraining as `training.loop` runs it. Batches are `training.flow.data.train_loader`'s (target,
+    source, origin, names, visible)."""
 
     kind = PRETRAINING
 
@@ -144,7 +146,7 @@ class PretrainTask(Task):
 
     def blank_batch(self):
         frames = torch.zeros(1, 3, self.config.data.height_px, self.config.data.width_px, dtype=torch.uint8)
-        return frames, frames, torch.zeros(1, dtype=torch.long), []
+        return frames, frames, torch.zeros(1, dtype=torch.long), [], torch.ones_like(frames[:, :1])
 
     def seen(self, batch) -> None:
         self.source_counts += torch.bincount(batch[2], minlength=len(self.source_names))
@@ -154,7 +156,8 @@ class PretrainTask(Task):
 
     def losses(self, model, batch, runtime: Runtime) -> dict:
         target, source = to_input(batch[0], runtime), to_input(batch[1], runtime)
-        return {**flow_losses(model, target, source, self.config, runtime), "target": target, "source": source}
+        visible = batch[4].to(runtime.device, non_blocking=True).float()
+        return {**flow_losses(model, target, source, self.config, runtime, visible), "target": target, "source": source}
 
     def scalars(self, out: dict) -> dict[str, float]:
         scalars = {key: float(out[key].detach()) for key in ("loss", "photometric", "smoothness", "excluded")}

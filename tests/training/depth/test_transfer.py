@@ -387,3 +387,20 @@ def test_learned_focal_length_moves_to_the_truth_of_world_shards(tmp_path, prior
         optimiser.step()
     learned_fx = head(features)[0, 0, 0].item()
     assert abs(learned_fx - true_fx) < 0.25 * abs(prior_factor - 1) * true_fx, (learned_fx, true_fx)
+
+
+def test_depth_loss_leaves_out_pixels_under_a_static_overlay():
+    torch.manual_seed(0)
+    smooth = lambda: torch.nn.functional.interpolate(torch.rand(1, 3, 8, 16), size=(32, 64), mode="bilinear")
+    target = smooth()
+    source = target.clone()  # a still camera: the true depth does not matter, the warp is the identity
+    transforms = {1: torch.eye(4)[None]}
+    disps = {0: torch.full((1, 1, 32, 64), 0.5)}
+    K = torch.tensor([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1]])[None]
+    visible = torch.ones(1, 1, 32, 64)
+    visible[..., 3:13, 39:61] = 0
+    stamped = target.clone()
+    stamped[..., 4:12, 40:60] = 1.0
+    loss = lambda t, v: float(depth_loss(t, {1: source}, transforms, disps, K, visible=v)["photometric"])
+    assert loss(stamped, None) > 1.05 * loss(target, None)
+    assert loss(stamped, visible) == pytest.approx(loss(target, visible), rel=1e-4)

@@ -81,6 +81,25 @@ def test_throwing_badly_matched_pixels_out_of_view_never_beats_standing_still():
     assert loss(thrown_out(0.3), flat_exit) < 0.95 * loss(standing_still, flat_exit)
 
 
+def test_pixels_under_a_static_overlay_do_not_count():
+    """A logo stamped on the target only changes the loss, unless the sample's mask hides it: then the
+    loss is that of the clean pair on the other pixels."""
+    drive = Drive(DriveSpec(seed=11, duration_s=4.0))
+    camera = PinholeCamera.kitti_like(128, 64)
+    poses = drive.poses(np.array([2.0, 2.1]))
+    frame, following = (Renderer(drive.scene, camera).render(pose) for pose in poses)
+    as_tensor = lambda rgb: torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    target, source = as_tensor(frame.rgb), as_tensor(following.rgb)
+    flow = torch.from_numpy(flow_between(frame.depth_m, poses[0], poses[1], camera)).permute(2, 0, 1)[None]
+    visible = torch.ones_like(target[:, :1])
+    visible[..., 3:17, 89:121] = 0  # a pixel wider than the logo: SSIM looks at 3x3 windows
+    stamped = target.clone()
+    stamped[..., 4:16, 90:120] = 1.0
+    loss = lambda t, v: float(flow_loss(t, source, {0: flow}, None, FlowLossConfig(), v)["photometric"])
+    assert loss(stamped, None) > 1.05 * loss(target, None)
+    assert loss(stamped, visible) == pytest.approx(loss(target, visible), rel=1e-4)
+
+
 def test_the_flow_model_learns_the_true_flow_of_a_pair_not_to_hide_pixels():
     """Trained on one world pair by the photometric loss alone, the predicted flow must move toward the
     exact flow. (Before occluded pixels were charged a penalty, the net learned to push every pixel out
@@ -217,7 +236,7 @@ def test_two_process_gloo_ddp_takes_steps(world_shards, tmp_path):
 
 def test_validation_reports_end_point_error_on_world_shards(world_shards):
     config = tiny_config(world_shards, Path("unused"), val_shards=str(world_shards / "val"))
-    target, source, true_flow = next(iter(val_loader(replace(config.data, shards=config.val_shards))))
+    target, source, true_flow, _ = next(iter(val_loader(replace(config.data, shards=config.val_shards))))
     assert true_flow.shape == (2, 2, 64, 128) and true_flow.abs().max() > 0.5
     scores = validate(GeoPtFlowModel("resnet18"), config, start_runtime("cpu"))
     assert scores["val/samples"] == 4 and np.isfinite(scores["val/photometric"])

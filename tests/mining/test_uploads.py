@@ -1,0 +1,81 @@
+"""Mining what real uploads throw at it: damaged files, slideshows, two runs on one output, relative paths."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from mining.chain import ChainConfig, mine_video
+from mining.decode import DecodeConfig
+from mining.cli import main
+from mining.lock import LOCK_FILE, exclusive_output
+from tests.mining.test_mining_e2e import read_shards
+from tests.mining.videos import panning, write_video
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAIN = ChainConfig(decode=DecodeConfig(width_px=128))
+
+
+def test_a_truncated_download_keeps_what_decodes_as_partial(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", panning(100, 96, 128, seed=4), fps=25, movflags="+faststart")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 4])
+    report = mine_video(cut, "cut", "test", tmp_path / "staging", CHAIN)
+    assert report.status == "partial" and report.samples > 0, report
+    assert report.frames_expected == 40 and 0 < report.frames_decoded < 36
+    assert "kept the" in report.reason and (tmp_path / "staging" / "cut.tar").is_file()
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    assert mine_video(garbage, "garbage", "test", tmp_path / "staging", CHAIN).status == "failed"
+
+
+def test_a_slideshow_with_a_logo_ends_empty_with_its_reason(tmp_path):
+    slides = [next(panning(1, 96, 128, seed=s, speed_px=0)).copy() for s in (1, 2, 3)]
+    for slide in slides:
+        slide[8:20, 90:120] = (220, 30, 30)  # the channel's logo
+    frames = [slides[i // 25] for i in range(75)]  # 1 s per slide at 25 fps
+    video = write_video(tmp_path / "slides.mp4", frames, fps=25)
+    report = mine_video(video, "slides", "test", tmp_path / "staging", CHAIN)
+    assert report.status == "empty" and report.samples == 0
+    assert "no usable run of moving frames" in report.reason
+
+
+def test_a_second_run_on_the_same_output_refuses_at_once_naming_the_first(tmp_path):
+    videos, out = tmp_path / "videos", tmp_path / "shards"
+    videos.mkdir()
+    write_video(videos / "drive.mp4", panning(50, 96, 128, seed=5), fps=25)
+    args = ["shard", "--in", str(videos), "--out", str(out), "--width", "128", "--val-fraction", "0"]
+    with exclusive_output(str(out), out):
+        started = time.perf_counter()
+        refused = CliRunner().invoke(main, args)
+        assert refused.exit_code == 1 and time.perf_counter() - started < 5
+        assert "is being written by another geopt-mine run (pid" in refused.output, refused.output
+        assert len([line for line in refused.output.splitlines() if "Error" in line]) == 1
+    assert not (out / "status.jsonl").exists(), "the refused run wrote nothing"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from mining.lock import exclusive_output\n"
+                               f"with exclusive_output({str(out)!r}, Path({str(out)!r})):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    os.kill(holder.pid, signal.SIGKILL)  # a killed run must not leave the output locked
+    holder.wait()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (out / LOCK_FILE).is_file() and read_shards(out)
+
+
+def test_import_kitti_takes_a_relative_root(small_kitti, tmp_path, monkeypatch):
+    root, _ = small_kitti
+    monkeypatch.chdir(root.parent)
+    result = CliRunner().invoke(main, ["import", "kitti", "--root", root.name, "--out", "relative_shards",
+                                       "--width", "320", "--no-motion-filter", "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    metas = [json.loads(s["json"]) for s in read_shards(root.parent / "relative_shards").values()]
+    assert metas and all(m["source_url"].startswith("file:///") for m in metas)
+    assert np.all([Path(m["source_url"][7:]).is_absolute() for m in metas])
