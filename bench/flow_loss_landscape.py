@@ -34,7 +34,7 @@ def pairs(size: tuple[int, int], folder: Path) -> tuple[torch.Tensor, torch.Tens
     """(target, source, true flow) of 2 unseen drives x 6 samples rendered at `size`."""
     shards = folder / f"{size[0]}x{size[1]}"
     write_world_shards(shards, drives=2, samples=6, first_seed=7000, width_px=size[0], height_px=size[1], workers=2)
-    target, source, flow = next(iter(val_loader(DataConfig(shards=str(shards), width_px=size[0], height_px=size[1],
+    target, source, flow, _ = next(iter(val_loader(DataConfig(shards=str(shards), width_px=size[0], height_px=size[1],
                                                            batch_size=12, workers=0))))
     return target.float() / 255, source.float() / 255, flow
 
