@@ -1,5 +1,5 @@
 """One video through the whole chain: probe -> decode once -> crop -> static regions -> scenes -> motion
-filter -> pack.
+filter -> pack, fingerprinting the stored frames on the way (re-uploads are found when shards are planned).
 
 The samples go into the video's own tar (``<video id>.tar``), a picture of its first frame with what was
 cropped into ``<video id>.preview.jpg`` and its report into ``<video id>.json``, all in a staging folder
@@ -22,6 +22,7 @@ from formats.shard_schema import SampleMeta, encode_jpeg, encode_mask, sample_di
 from formats.video import UnusableVideo, probe
 from mining.crop import FixedCrop, content_box
 from mining.decode import DecodeConfig, DecodeOutcome, decode_frames
+from mining.fingerprint import FingerprintBuilder
 from mining.motion import CUT, DUPLICATE, FLASH, OK, START, STATIC, MotionConfig, MotionFilter, PairVerdict
 from mining.pack import PackConfig, RunPacker
 from mining.scenes import SceneCutter
@@ -68,6 +69,8 @@ class VideoReport:
     timeline: list = field(default_factory=list)
     """[first frame, end frame, label] runs over the decoded frames: 'kept' or why frames were dropped."""
     fps_out: float = 0.0
+    fingerprint: dict | None = None
+    """`mining.fingerprint.Fingerprint` of the stored frames, to find re-uploads of the same drive."""
     sample_bytes: list = field(default_factory=list)
     """Payload bytes of each sample in stream order: the shard writer plans shard boundaries from it."""
 
@@ -189,6 +192,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
         cutter = SceneCutter(source.fps, config.scene_threshold)
         motion = MotionFilter(w, config.motion, overlay)
         packer = RunPacker(config.pack)
+        fingerprint = FingerprintBuilder()
         labels, kept = [], []
 
         def pack(verdict, tar):
@@ -213,6 +217,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
                 tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
             for index, frame in enumerate(itertools.chain(head, frames)):
                 cropped = frame[y:y + h, x:x + w]
+                fingerprint.push(cropped)
                 if source.filter_motion:
                     pack(motion.push(index, cropped, cutter.is_cut(index, cropped)), tar)
                 else:
@@ -224,6 +229,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
         if not report.duration_s:
             report.duration_s = report.frames_decoded / source.fps
         report.scenes = packer.scene_index + 1
+        report.fingerprint = asdict(fingerprint.result())
         report.frames_kept = sum(kept)
         frame_labels = _frame_labels(labels, kept)
         report.timeline = _runs(frame_labels)

@@ -19,7 +19,7 @@ import numpy as np
 
 SAMPLE_STRIDE_FRAMES = 3
 """Every third frame is hashed: whatever a copy's trim, each of its samples lies within one frame (0.1 s at
-10 frames/s) of one of the original's. Driving changes a hash too much over two frames for a wider stride."""
+10 frames/s) of one of the original's. Driving moves ~10 % of a hash's bits per frame, so the lag must stay small."""
 MAX_SAMPLES = 600
 """The fingerprint covers the first 600 * 3 frames (3 min at 10 frames/s) in ~20 kB of JSON; a copy trimmed
 by more than about half of that is not recognised."""
@@ -32,17 +32,19 @@ MIN_DETAIL_GREY = 3.0
 """A centre whose lightness spreads less than this (std of the thumbnail, 0..255) is not hashed: fades,
 black frames."""
 NEAR_BITS = 36
-"""Two hashes this close (of 128 bits) show the same view. Measured on the world's videos: a re-encode or a
-resize moves 5-10 bits, an 8 % zoom with a one-frame time lag 20-35 (97th percentile 35); frames of two
-different drives differ by 64 on average and come this close in ~0.1 % of pairs."""
+"""Two hashes this close (of 128 bits) show the same view. Measured on the world's videos: re-encoding,
+resizing or a burnt-in clock move 0-9 bits, an 8-10 % zoom with up to one frame of time lag 8-35 (97th
+percentile 35); frames of two different drives differ by 64 on average and come this close in under 0.1 %
+of pairs."""
 STILL_BITS = 4
 """A sample this close to the previous one is the car standing still: it tells no drive from another (two
 drives of one uploader may start parked at one spot) and is left out of the count."""
 DUPLICATE_FRACTION = 0.5
-"""Share of the later video's moving samples that must match in order. Measured: copies 0.79-1.0 (trimmed
-ones lose what the earlier lacks), two different drives at most 0.14."""
+"""Share of the later video's moving samples that must match in order. Measured on 3.5-4 s clips: copies
+0.73-1.0 (a trimmed earlier one lacks the later's first samples), two different drives 0-0.14."""
 MIN_MATCHED_SAMPLES = 4
 """And at least this many (1.2 s of driving): a match of a few samples proves nothing."""
+
 
 @dataclass(frozen=True)
 class Fingerprint:

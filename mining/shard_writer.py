@@ -3,6 +3,7 @@
 Shards are planned from the staging reports in a fixed order (videos sorted by id, samples in stream
 order, a shard closed once its payload reaches the target size), so the result depends only on which
 videos are mined, not on worker count, machines, timing or how many times the run was interrupted.
+Re-uploads of a drive already mined (`mining.fingerprint`, videos compared in id order) are left out.
 Each planned shard is then written on its own (`write_shard`), by this process or by Ray tasks on a
 cluster, always under its final deterministic name. Validation takes whole videos (chosen by a hash of
 their id), so no scene leaks between train and val. Every file is published whole (see `mining.store`).
@@ -21,6 +22,7 @@ import numpy as np
 from formats.files import atomic_path
 from formats.shard_schema import decode_sample_frames, encode_jpeg, write_sample
 from mining.chain import VideoReport
+from mining.fingerprint import Fingerprint, duplicates
 from mining.report import render_report
 from mining.store import Store
 
@@ -187,7 +189,10 @@ def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayou
     store = output if isinstance(output, Store) else Store(output)
     reports = {Path(p).stem: VideoReport.from_json(store.read_bytes(p))
                for p in store.files(STAGING_DIR, ".json")}
-    usable = [vid for vid, r in reports.items() if r.status in ("ok", "partial")]
+    mined = [vid for vid, r in reports.items() if r.status in ("ok", "partial")]
+    copies = duplicates([(vid, Fingerprint.from_json(reports[vid].fingerprint)) for vid in mined
+                         if reports[vid].fingerprint])
+    usable = [vid for vid in mined if vid not in copies]
     train_ids, val_ids = split_videos(usable, layout.val_fraction)
     sizes = {vid: _sample_sizes(store, reports[vid]) for vid in usable}
     shard_bytes = layout.shard_size_mb * 1e6
@@ -217,7 +222,11 @@ def assemble_shards(output: Store | str | Path, layout: ShardLayout = ShardLayou
         for reason, count in r.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
     totals["dropped"] = dict(sorted(dropped.items()))
-    per_video = {vid: {k: v for k, v in vars(r).items() if k != "sample_bytes"} for vid, r in reports.items()}
+    per_video = {vid: {k: v for k, v in vars(r).items() if k not in ("sample_bytes", "fingerprint")}
+                 for vid, r in reports.items()}
+    for copy, first in copies.items():
+        per_video[copy].update(status="duplicate", duplicate_of=first, reason=f"the same drive as {first} (a "
+                               f"re-upload); its {reports[copy].samples} samples are left out")
     totals["by_status"] = dict(sorted(Counter(v["status"] for v in per_video.values()).items()))
     stats = {"totals": totals, "videos": per_video}
     store.write_json(STATS_FILE, stats)

@@ -79,3 +79,27 @@ def test_import_kitti_takes_a_relative_root(small_kitti, tmp_path, monkeypatch):
     metas = [json.loads(s["json"]) for s in read_shards(root.parent / "relative_shards").values()]
     assert metas and all(m["source_url"].startswith("file:///") for m in metas)
     assert np.all([Path(m["source_url"][7:]).is_absolute() for m in metas])
+
+
+def test_a_reupload_of_the_same_drive_is_a_duplicate_and_yields_no_samples(tmp_path):
+    import ffmpeg
+
+    from world.video import internet_like_spec, render_video
+
+    videos, out = tmp_path / "videos", tmp_path / "shards"
+    videos.mkdir()
+    for name, seed in (("a_drive", 61), ("c_other", 62)):
+        render_video(internet_like_spec(seed, duration_s=4.0, fps="25", cuts=0, stop_s=0.0, width_px=320,
+                                        height_px=180, content_height_px=180), videos / f"{name}.mp4")
+    (ffmpeg.input(str(videos / "a_drive.mp4")).filter("crop", "iw*0.92", "ih*0.92").filter("scale", 400, -2)
+     .output(str(videos / "b_copy.mp4"), vcodec="libx264", crf=30, preset="fast").run(quiet=True))
+    result = CliRunner().invoke(main, ["shard", "--in", str(videos), "--out", str(out), "--width", "320",
+                                       "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())["videos"]
+    assert stats["b_copy"]["status"] == "duplicate" and stats["b_copy"]["duplicate_of"] == "a_drive"
+    assert "a_drive" in stats["b_copy"]["reason"]
+    assert stats["a_drive"]["status"] == stats["c_other"]["status"] == "ok"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["videos"]) == {"a_drive", "c_other"}
+    assert {json.loads(s["json"])["video_id"] for s in read_shards(out).values()} == {"a_drive", "c_other"}
