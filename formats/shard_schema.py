@@ -64,7 +64,8 @@ class SampleMeta:
     fps_out: float
     scene_index: int
     motion_px: list[float]
-    """Median optical-flow magnitude of each consecutive pair (len n - 1), in stored pixels."""
+    """Camera motion of each consecutive pair (len n - 1), in stored pixels, as `mining.motion` measures it
+    (over a grid of textured cells; a frame-wide median of the optical flow before 2026-12)."""
     crop_box: tuple[int, int, int, int]
     """(x, y, width, height) of the stored frames within the decoded working-size frame."""
     working_size: tuple[int, int]

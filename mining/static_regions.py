@@ -3,7 +3,7 @@
 A dashcam sees its own hood, dashboard or A-pillar, and uploads carry clocks, logos and watermarks: pixels
 that stay the same while the camera moves. For the photometric losses they contradict every flow, and
 they drag the measured camera motion towards zero. Found on the first frames of a video (`HEAD_FRAMES`,
-held anyway until the crop is fixed), on grey copies `DETECT_WIDTH_PX` wide:
+held anyway until the crop is fixed), on colour copies `DETECT_WIDTH_PX` wide:
 
 1. A pixel is static when its grey level changes less than `max_change` between frames `GAP_FRAMES`
    apart, averaged over the pairs where the picture as a whole changes (the camera moves); the long gap
@@ -35,14 +35,24 @@ class StaticRegionConfig:
     max_change: float = 2.0
     """Mean grey change (0..255) between frames `GAP_FRAMES` apart below which a pixel counts as static."""
     min_pair_change: float = 3.0
-    """Mean grey change of the whole picture above which a pair of frames shows a moving camera."""
+    """Median grey change over the textured pixels above which a pair of frames shows a moving camera
+    (traffic passing a parked camera changes a minority of them)."""
     min_moving_pairs: int = 5
     min_edge: float = 10.0
-    """Grey gradient of the mean image (per detection pixel) above which a static pixel is an edge."""
+    """Grey gradient of the mean image (per detection pixel) above which a pixel is an edge."""
+    min_graphic_edge: float = 30.0
+    """Grey gradient of the mean image above which an edge may belong to a graphic inside the picture:
+    drawn text and logos are crisp (~85 in world and real videos), the few nearly still edges of the
+    scene (clouds, the far field at the focus of expansion) soft (~20)."""
+    max_edge_change: float = 0.2
+    """A graphic's edge changes less than this fraction of its own contrast: a moving scene edge blurs
+    in the mean image and changes by more than its contrast, while a semi-transparent logo keeps its
+    sharp edge and lets only a little of the scene through."""
     max_band_fraction: float = 0.4
     """Deepest band, as a fraction of the picture's height (bottom) or width (sides)."""
     min_band_share: float = 0.5
-    """Share of the columns (rows) that must show the band's static edge."""
+    """Share of the columns (rows) that must show the band's static edge, among those where the static run
+    from the edge is shallow (rows under a dashboard, or through the sky, run all the way across)."""
     min_cluster_edges: int = 12
     """Static edge pixels (at detection size) that make a cluster a graphic rather than noise."""
     min_cluster_density: float = 0.15
@@ -63,29 +73,49 @@ class StaticRegions:
     the coordinates of the frames given, for reports."""
 
 
-def _grey(frame_rgb: np.ndarray) -> np.ndarray:
+def _small(frame_rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float32 RGB `DETECT_WIDTH_PX` wide: colour, not grey, since a red logo on green trees
+    can have no grey edge at all."""
     h, w = frame_rgb.shape[:2]
     size = (DETECT_WIDTH_PX, max(8, round(h * DETECT_WIDTH_PX / w)))
-    return cv2.cvtColor(cv2.resize(frame_rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return cv2.resize(frame_rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def _motion_statistics(greys: list[np.ndarray], config: StaticRegionConfig
-                       ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(static pixels, static edge pixels), both (h, w) bool at detection size; None when too few pairs
-    show a moving camera."""
-    gap = min(GAP_FRAMES, len(greys) - 1)
-    change, pairs = np.zeros_like(greys[0]), 0
+def _gradient(image: np.ndarray) -> np.ndarray:
+    """(h, w) gradient magnitude of an (h, w) grey or (h, w, 3) colour image (its strongest channel's),
+    per pixel (0..255 scale)."""
+    magnitude = np.hypot(cv2.Sobel(image, cv2.CV_32F, 1, 0), cv2.Sobel(image, cv2.CV_32F, 0, 1))
+    return (magnitude.max(axis=2) if magnitude.ndim == 3 else magnitude) / 4
+
+
+def _change_and_edges(images: list[np.ndarray], moving: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean change between frames `GAP_FRAMES` apart over the `moving` pairs, gradient of the mean image),
+    both (h, w); for colour images the channels' changes are averaged and their gradients maximised."""
+    gap = min(GAP_FRAMES, len(images) - 1)
+    pairs = [np.abs(later - earlier) for (later, earlier), keep in zip(zip(images[gap:], images), moving) if keep]
+    change = np.mean(pairs, axis=0)
+    return change.mean(axis=2) if change.ndim == 3 else change, _gradient(np.mean(images, axis=0))
+
+
+def _motion_statistics(images: list[np.ndarray], config: StaticRegionConfig
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(static pixels, static edges, steady edges, crisp steady edges), each (h, w) bool at detection size;
+    None when too few pairs show a moving camera. Static pixels and crisp edges are judged in grey, where
+    codec noise is lowest; steady edges in colour, where a coloured logo keeps its outline."""
+    greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+    gap = min(GAP_FRAMES, len(images) - 1)
+    moving = []
     for later, earlier in zip(greys[gap:], greys):
-        difference = np.abs(later - earlier)
-        if difference.mean() > config.min_pair_change:
-            change += difference
-            pairs += 1
-    if pairs < config.min_moving_pairs:
+        textured = _gradient(earlier) > 4
+        moving.append(bool(textured.any()) and np.median(np.abs(later - earlier)[textured]) > config.min_pair_change)
+    if sum(moving) < config.min_moving_pairs:
         return None
-    static = change / pairs < config.max_change
-    mean = np.mean(greys, axis=0)
-    gradient = np.hypot(cv2.Sobel(mean, cv2.CV_32F, 1, 0), cv2.Sobel(mean, cv2.CV_32F, 0, 1)) / 4
-    return static, static & (gradient > config.min_edge)
+    change, gradient = _change_and_edges(greys, moving)
+    colour_change, colour_gradient = _change_and_edges(images, moving)
+    static = change < config.max_change
+    crisp = (gradient > config.min_graphic_edge) & (change < config.max_edge_change * gradient)
+    steady = (colour_gradient > config.min_edge) & (colour_change < config.max_edge_change * colour_gradient)
+    return static, static & (gradient > config.min_edge), steady, crisp
 
 
 def _bottom_band(static: np.ndarray, edges: np.ndarray, config: StaticRegionConfig) -> np.ndarray:
@@ -95,9 +125,10 @@ def _bottom_band(static: np.ndarray, edges: np.ndarray, config: StaticRegionConf
     top = h - run
     rows = np.clip(np.stack([top - 1, top, top + 1]), 0, h - 1)
     edge_at_top = edges[rows, np.arange(w)].any(axis=0)
-    banded = (run >= 2) & (run <= config.max_band_fraction * h) & edge_at_top
+    shallow = run <= config.max_band_fraction * h  # not a run through another band or the sky
+    banded = (run >= 2) & shallow & edge_at_top
     band = np.zeros_like(static)
-    if banded.mean() < config.min_band_share:
+    if banded.sum() < config.min_band_share * max(1, shallow.sum()) or banded.mean() < config.min_band_share / 2:
         return band
     depth = np.where(banded, run, 0).astype(np.float32)[None]
     depth = cv2.dilate(depth, np.ones((1, 5), np.uint8)).ravel()  # bridges columns where the edge is faint
@@ -105,15 +136,21 @@ def _bottom_band(static: np.ndarray, edges: np.ndarray, config: StaticRegionConf
     return band
 
 
-def _graphics(edges: np.ndarray, config: StaticRegionConfig) -> np.ndarray:
-    """(h, w) bool: bounding boxes of clusters of static edge pixels (module doc, step 3)."""
-    joined = cv2.morphologyEx(edges.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 9), np.uint8))
+def _graphics(steady: np.ndarray, crisp: np.ndarray, config: StaticRegionConfig) -> np.ndarray:
+    """(h, w) bool: bounding boxes of clusters of steady edges that hold a dense core of crisp ones
+    (module doc, step 3); the softer edges around a core (a logo's semi-transparent frame) join it."""
+    joined = cv2.morphologyEx(steady.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 9), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    boxes = np.zeros_like(edges)
+    boxes = np.zeros_like(steady)
     for label in range(1, count):
         x, y, w, h, _ = stats[label]
-        edge_count = int(edges[labels == label].sum())
-        if edge_count >= config.min_cluster_edges and edge_count >= config.min_cluster_density * w * h:
+        core = crisp & (labels == label)
+        core_count = int(core.sum())
+        if core_count < config.min_cluster_edges:
+            continue
+        rows, columns = np.nonzero(core)
+        core_area = (np.ptp(rows) + 1) * (np.ptp(columns) + 1)
+        if core_count >= config.min_cluster_density * core_area and w * h <= 4 * core_area:
             boxes[y:y + h, x:x + w] = True
     return boxes
 
@@ -132,14 +169,14 @@ def find_static_regions(frames: list[np.ndarray], config: StaticRegionConfig = S
     """Overlays in (H, W, 3) uint8 RGB frames of one video, in time order (see the module doc)."""
     if len(frames) < 2:
         return StaticRegions()
-    statistics = _motion_statistics([_grey(f) for f in frames], config)
+    statistics = _motion_statistics([_small(f) for f in frames], config)
     if statistics is None:
         return StaticRegions()
-    static, edges = statistics
+    static, edges, steady, crisp = statistics
     overlays_small = (_bottom_band(static, edges, config)
                       | np.rot90(_bottom_band(np.rot90(static), np.rot90(edges), config), -1)  # left edge
                       | np.rot90(_bottom_band(np.rot90(static, -1), np.rot90(edges, -1), config), 1)  # right
-                      | _graphics(edges, config))
+                      | _graphics(steady, crisp, config))
     if not overlays_small.any():
         return StaticRegions()
     height, width = frames[0].shape[:2]

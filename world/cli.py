@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from world.video import SUPPORTED_FPS, internet_like_spec, render_video
+from world.drive import DRIVE_KINDS
+from world.overlays import EGO_KINDS
+from world.video import SUPPORTED_FPS, internet_like_spec, render_video, single_shot_spec
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -54,16 +56,34 @@ def main():
 @click.option("--size", default="640x360", show_default=True, help="Frame size WIDTHxHEIGHT (even numbers).")
 @click.option("--content-height", type=click.IntRange(8), default=288, show_default=True,
               help="Height of the picture between the black letterbox bars (= frame height for no bars).")
+@click.option("--kind", type=click.Choice(list(DRIVE_KINDS)), default="street", show_default=True,
+              help="street: city driving with cuts and a parked stretch. highway: one uncut shot at 25-33 m/s "
+                   "through open land (mostly sky and far field). parked_traffic: one uncut shot from a parked "
+                   "camera while cars drive past. --cuts and --stop apply to street only.")
+@click.option("--ego", type=click.Choice(["none", *EGO_KINDS]), default="none", show_default=True,
+              help="The own car fixed in the picture: hood (bonnet along the bottom, ~17 % of the picture "
+                   "height) or dashboard (dark band over the bottom quarter).")
+@click.option("--a-pillar", is_flag=True, help="Add a dark windscreen pillar slanting down the left edge.")
+@click.option("--logo", is_flag=True, help="Add a small semi-opaque channel logo near the top-right corner.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes rendering videos side by side (each video is the same whatever the number).")
-def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_height, workers):
-    """Render internet-like driving videos (H.264 mp4): cuts, letterbox, clock overlay, a parked stretch."""
+def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_height, kind, ego, a_pillar, logo,
+           workers):
+    """Render internet-like driving videos (H.264 mp4): cuts, letterbox, clock overlay, a parked stretch;
+    optionally static overlays (--ego, --a-pillar, --logo, listed with their boxes in the .json sidecar and
+    masked in a .static.png beside it)."""
     width, height = _size(size)
     _writable_dir(out_dir)
+    ego = None if ego == "none" else ego
     specs = []
     for i in range(videos):
         try:
-            specs.append(internet_like_spec(seed + i, duration_s, fps, cuts, stop_s, width, height, content_height))
+            if kind == "street":
+                specs.append(internet_like_spec(seed + i, duration_s, fps, cuts, stop_s, width, height, content_height,
+                                                ego, a_pillar, logo))
+            else:
+                specs.append(single_shot_spec(seed + i, kind, duration_s, fps, width, height, content_height,
+                                              ego, a_pillar, logo))
         except ValueError as error:
             raise click.ClickException(str(error))
     paths = [out_dir / f"world_{seed + i:04d}.mp4" for i in range(videos)]

@@ -3,16 +3,17 @@
 Each frame casts one ray per pixel at the ground plane, then at each box and sphere that can be seen,
 testing only the pixels inside the primitive's projected bounding rectangle, nearest first, skipping
 what is already hidden. Depth is exact (analytic intersection); colour comes from `world.shading`.
-Sky pixels have infinite depth.
+Sky pixels have infinite depth. Movers (traffic) are boxes like any other, placed where they are at
+the frame's time before it is cast.
 """
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from world.camera import PinholeCamera
-from world.scene import Scene
+from world.scene import Boxes, Scene
 from world.shading import Shader
 
 NEAR_M = 0.05
@@ -53,6 +54,9 @@ class Renderer:
 
     def __init__(self, scene: Scene, camera: PinholeCamera, blur_sigma_px: float = 0.6):
         keep_temporaries_on_heap()
+        self._static_box_count = len(scene.boxes.yaw_rad)
+        if scene.movers is not None:  # movers become the last boxes; `render` moves them in these copies
+            scene = replace(scene, boxes=Boxes.concatenate([scene.boxes, scene.movers.boxes]))
         self.scene, self.camera = scene, camera
         self.rays_cam = np.ascontiguousarray(camera.pixel_rays().transpose(2, 0, 1))
         """(3, H, W) camera-frame ray of each pixel, z = 1; component planes keep every operation contiguous."""
@@ -62,8 +66,11 @@ class Renderer:
         self._box_radius = np.linalg.norm(b.half_size_m, axis=1)
         self._box_cos, self._box_sin = np.cos(b.yaw_rad), np.sin(b.yaw_rad)
 
-    def render(self, pose: np.ndarray, exposure: float = 1.0) -> Frame:
-        """Colour and depth seen from camera-to-world `pose` (4, 4)."""
+    def render(self, pose: np.ndarray, exposure: float = 1.0, time_s: float = 0.0) -> Frame:
+        """Colour and depth seen from camera-to-world `pose` (4, 4) at `time_s` seconds (which places the
+        scene's movers, if any)."""
+        if self.scene.movers is not None:
+            self._place_movers(time_s)
         rotation = pose[:3, :3].astype(np.float32)
         origin = pose[:3, 3]
         rays = np.tensordot(rotation, self.rays_cam, axes=1)
@@ -88,6 +95,13 @@ class Renderer:
         if self.blur_sigma_px > 0:  # the lens: a camera never resolves single-pixel steps
             rgb = cv2.GaussianBlur(rgb, (0, 0), self.blur_sigma_px)
         return Frame(rgb=rgb, depth_m=depth)
+
+    def _place_movers(self, time_s: float) -> None:
+        """Put the movers (the boxes after the static ones) where they are at `time_s`."""
+        movers = self.scene.movers
+        centre_m = movers.boxes.centre_m + movers.velocity_mps * time_s
+        self.scene.boxes.centre_m[self._static_box_count:] = centre_m
+        self.shader.box_centre[:, self._static_box_count:] = centre_m.T
 
     # --- visibility -------------------------------------------------------------------------------
 
@@ -236,8 +250,9 @@ def flow_between(depth_m: np.ndarray, pose_from: np.ndarray, pose_to: np.ndarray
     """(H, W, 2) float32 optical flow in pixels (du, dv) of every pixel of the `pose_from` frame.
 
     A pixel's point (from its z-depth) is moved into the `pose_to` camera and projected; points at
-    infinite depth (sky) move by the rotation alone. Exact for a static scene; pixels whose point is
-    hidden in the other frame still get the flow of where it would be.
+    infinite depth (sky) move by the rotation alone. Exact for static geometry; pixels whose point is
+    hidden in the other frame still get the flow of where it would be. Movers are not in it: their
+    pixels get the flow of a static point at their depth.
     """
     rays = camera.pixel_rays().astype(np.float64)
     relative = np.linalg.inv(pose_to) @ pose_from

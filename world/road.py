@@ -64,12 +64,14 @@ class Road:
         self.length_m = pieces[-1].s_start_m + pieces[-1].length_m
 
     @classmethod
-    def random(cls, rng: np.random.Generator, length_m: float, max_curvature_per_m: float = 1 / 250) -> "Road":
-        """Straights and gentle arcs (radius >= 1/max_curvature) alternating, total length >= `length_m`."""
+    def random(cls, rng: np.random.Generator, length_m: float, max_curvature_per_m: float = 1 / 250,
+               piece_length_m: tuple[float, float] = (60.0, 160.0)) -> "Road":
+        """Straights and gentle arcs (radius >= 1/max_curvature) alternating, each `piece_length_m` (min, max)
+        long, total length >= `length_m`."""
         pieces, s, xy, heading = [], 0.0, (0.0, 0.0), 0.0
         straight = True
         while s < length_m:
-            piece_length = float(rng.uniform(60.0, 160.0))
+            piece_length = float(rng.uniform(*piece_length_m))
             curvature = 0.0 if straight else float(rng.choice([-1, 1]) * rng.uniform(0.4, 1.0) * max_curvature_per_m)
             piece = RoadPiece(s, piece_length, curvature, xy, heading)
             end_xy, end_heading = piece.point(np.array([piece_length]))
@@ -78,6 +80,11 @@ class Road:
             xy, heading = (float(end_xy[0, 0]), float(end_xy[0, 1])), float(end_heading[0])
             straight = not straight
         return cls(pieces)
+
+    @classmethod
+    def straight(cls, length_m: float) -> "Road":
+        """One straight piece from the origin heading east, so road (s, d) are world (x, y)."""
+        return cls([RoadPiece(0.0, length_m, 0.0, (0.0, 0.0), 0.0)])
 
     def point(self, s_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 2) centreline positions and (N,) headings at arc lengths `s_m` (clamped to the road)."""

@@ -1,9 +1,10 @@
 """A street scene from an integer seed: road, facades, parked cars, poles, trees and hedges.
 
-All geometry is static and made of two analytic primitives, yaw-rotated boxes and spheres, placed in
-road coordinates along a `Road`. The same seed always gives the same scene.
+Geometry is made of two analytic primitives, yaw-rotated boxes and spheres, placed in road coordinates
+along a `Road`. The same seed always gives the same scene. Street and highway scenes are static; a scene
+may also carry `Movers`, boxes moving at constant velocity (traffic), which the renderer places by time.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 
 import numpy as np
@@ -37,6 +38,14 @@ class Boxes:
     floor_height_m: np.ndarray
     texture_offset: np.ndarray
 
+    def subset(self, keep: np.ndarray) -> "Boxes":
+        """The boxes selected by `keep` (an (N,) bool mask or index array), in order."""
+        return Boxes(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
+    @staticmethod
+    def concatenate(parts: list["Boxes"]) -> "Boxes":
+        return Boxes(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Boxes)})
+
 
 @dataclass
 class Spheres:
@@ -44,6 +53,22 @@ class Spheres:
     radius_m: np.ndarray
     colour: np.ndarray
     texture_offset: np.ndarray
+
+    @staticmethod
+    def from_rows(rows: list) -> "Spheres":
+        """Rows of (x, y, z, radius, r, g, b, texture offset) -> arrays."""
+        a = np.array(rows, dtype=np.float64).reshape(-1, 8)
+        return Spheres(centre_m=a[:, 0:3], radius_m=a[:, 3], colour=a[:, 4:7], texture_offset=a[:, 7])
+
+
+@dataclass
+class Movers:
+    """Boxes that move in straight lines: box i is at `boxes.centre_m[i] + velocity_mps[i] * t` at time t s."""
+
+    boxes: Boxes
+    """Positions at t = 0."""
+    velocity_mps: np.ndarray
+    """(N, 3) metres per second, world frame."""
 
 
 @dataclass
@@ -56,6 +81,9 @@ class Scene:
     """(3,) unit vector toward the sun, world frame."""
     sidewalk_colour: np.ndarray
     sky_tint: np.ndarray
+    kind: str = "street"
+    """Which ground the shader paints: "street" (lanes, parking, kerbs, sidewalks) or "highway"."""
+    movers: Movers | None = None
 
 
 FACADE_COLOURS = np.array([
@@ -68,7 +96,7 @@ CAR_COLOURS = np.array([
 ])
 
 
-class _BoxList:
+class BoxList:
     """Collects boxes placed in road coordinates, then packs them into `Boxes` arrays."""
 
     def __init__(self, road: Road, rng: np.random.Generator):
@@ -90,29 +118,52 @@ class _BoxList:
 def generate_scene(seed: int, length_m: float) -> Scene:
     """A street at least `length_m` long plus 300 m of view beyond, its content drawn from `seed`."""
     rng = np.random.default_rng(seed)
-    road = Road.random(rng, length_m + 300.0)
-    boxes = _BoxList(road, rng)
+    return street_along(seed, Road.random(rng, length_m + 300.0), rng)
+
+
+def street_along(seed: int, road: Road, rng: np.random.Generator) -> Scene:
+    """Facades, parked cars, poles and trees on both sides of `road`, drawn from `rng`."""
+    boxes = BoxList(road, rng)
     spheres = []
     for side in (-1.0, 1.0):
         _line_with_buildings(boxes, rng, side, road.length_m)
         _parked_cars(boxes, rng, side, road.length_m)
         _poles(boxes, rng, side, road.length_m)
-        _trees(boxes, spheres, rng, road, side, road.length_m)
-    sp = np.array(spheres, dtype=np.float64).reshape(-1, 8)
-    sun_azimuth = rng.uniform(0, 2 * np.pi)
-    sun_elevation = rng.uniform(0.35, 1.0)
-    sun = np.array([np.cos(sun_azimuth) * np.cos(sun_elevation), np.sin(sun_azimuth) * np.cos(sun_elevation),
-                    np.sin(sun_elevation)])
+        _trees(boxes, spheres, rng, side, road.length_m)
     return Scene(
-        seed=seed, road=road, boxes=boxes.pack(),
-        spheres=Spheres(centre_m=sp[:, 0:3], radius_m=sp[:, 3], colour=sp[:, 4:7], texture_offset=sp[:, 7]),
-        sun_direction=sun,
+        seed=seed, road=road, boxes=boxes.pack(), spheres=Spheres.from_rows(spheres), sun_direction=random_sun(rng),
         sidewalk_colour=rng.choice(np.array([[0.62, 0.60, 0.57], [0.58, 0.45, 0.40], [0.55, 0.56, 0.58]])),
         sky_tint=np.array([0.45, 0.62, 0.88]) * rng.uniform(0.9, 1.1, size=3),
     )
 
 
-def _line_with_buildings(boxes: _BoxList, rng, side: float, length_m: float) -> None:
+def random_sun(rng: np.random.Generator) -> np.ndarray:
+    """(3,) unit vector toward a sun at a random azimuth, 20 to 57 degrees high."""
+    sun_azimuth = rng.uniform(0, 2 * np.pi)
+    sun_elevation = rng.uniform(0.35, 1.0)
+    return np.array([np.cos(sun_azimuth) * np.cos(sun_elevation), np.sin(sun_azimuth) * np.cos(sun_elevation),
+                     np.sin(sun_elevation)])
+
+
+def add_car(boxes: BoxList, s_m: float, d_m: float, length_m: float, colour: np.ndarray,
+            yaw_jitter_rad: float = 0.0) -> None:
+    """A car of `length_m` along the road at (s, d): a body box and a glazed cabin box on it."""
+    boxes.add(s_m, d_m, 0.15, length_m, 1.78, 0.85, Material.CAR_BODY, colour, yaw_jitter_rad=yaw_jitter_rad)
+    boxes.add(s_m - 0.2, d_m, 1.0, length_m * 0.55, 1.55, 0.48, Material.CAR_CABIN, colour,
+              yaw_jitter_rad=yaw_jitter_rad)
+
+
+def add_tree(boxes: BoxList, spheres: list, rng: np.random.Generator, s_m: float, d_m: float) -> None:
+    """A trunk box at road (s, d) and a crown sphere on it; the sphere row goes to `spheres`."""
+    trunk_height = float(rng.uniform(2.2, 3.2))
+    boxes.add(s_m, d_m, 0.0, 0.32, 0.32, trunk_height + 0.5, Material.BARK, np.array([0.30, 0.22, 0.15]))
+    radius = float(rng.uniform(1.4, 2.3))
+    xy, _ = boxes.road.to_world(np.array([s_m]), np.array([d_m]))
+    green = np.array([0.16, 0.32, 0.10]) * rng.uniform(0.75, 1.25, size=3)
+    spheres.append((xy[0, 0], xy[0, 1], trunk_height + radius * 0.8, radius, *green, rng.uniform(0, 4096)))
+
+
+def _line_with_buildings(boxes: BoxList, rng, side: float, length_m: float) -> None:
     s = float(rng.uniform(-10, 0))
     while s < length_m:
         frontage_m = float(rng.uniform(10, 28))
@@ -132,7 +183,7 @@ def _line_with_buildings(boxes: _BoxList, rng, side: float, length_m: float) -> 
         s += frontage_m + gap_m
 
 
-def _parked_cars(boxes: _BoxList, rng, side: float, length_m: float) -> None:
+def _parked_cars(boxes: BoxList, rng, side: float, length_m: float) -> None:
     s = float(rng.uniform(0, 20))
     d = side * (LANE_WIDTH_M + PARKING_WIDTH_M / 2)
     while s < length_m:
@@ -141,15 +192,13 @@ def _parked_cars(boxes: _BoxList, rng, side: float, length_m: float) -> None:
             colour = CAR_COLOURS[rng.integers(len(CAR_COLOURS))] * rng.uniform(0.85, 1.1)
             jitter = float(rng.normal(0, 0.03))
             lateral = d + side * float(rng.uniform(-0.15, 0.15))
-            boxes.add(s, lateral, 0.15, car_length, 1.78, 0.85, Material.CAR_BODY, colour, yaw_jitter_rad=jitter)
-            boxes.add(s - 0.2, lateral, 1.0, car_length * 0.55, 1.55, 0.48, Material.CAR_CABIN, colour,
-                      yaw_jitter_rad=jitter)
+            add_car(boxes, s, lateral, car_length, colour, jitter)
             s += car_length + float(rng.uniform(0.8, 2.5))
         else:
             s += float(rng.uniform(5, 25))
 
 
-def _poles(boxes: _BoxList, rng, side: float, length_m: float) -> None:
+def _poles(boxes: BoxList, rng, side: float, length_m: float) -> None:
     s = float(rng.uniform(5, 30))
     d = side * (CARRIAGEWAY_HALF_WIDTH_M + KERB_WIDTH_M + 0.6)
     while s < length_m:
@@ -157,17 +206,12 @@ def _poles(boxes: _BoxList, rng, side: float, length_m: float) -> None:
         s += float(rng.uniform(22, 45))
 
 
-def _trees(boxes: _BoxList, spheres: list, rng, road: Road, side: float, length_m: float) -> None:
+def _trees(boxes: BoxList, spheres: list, rng, side: float, length_m: float) -> None:
     s = float(rng.uniform(0, 40))
     d = side * (CARRIAGEWAY_HALF_WIDTH_M + KERB_WIDTH_M + 1.8)
     while s < length_m:
         if rng.random() < 0.5:
-            trunk_height = float(rng.uniform(2.2, 3.2))
-            boxes.add(s, d, 0.0, 0.32, 0.32, trunk_height + 0.5, Material.BARK, np.array([0.30, 0.22, 0.15]))
-            radius = float(rng.uniform(1.4, 2.3))
-            xy, _ = road.to_world(np.array([s]), np.array([d]))
-            green = np.array([0.16, 0.32, 0.10]) * rng.uniform(0.75, 1.25, size=3)
-            spheres.append((xy[0, 0], xy[0, 1], trunk_height + radius * 0.8, radius, *green, rng.uniform(0, 4096)))
+            add_tree(boxes, spheres, rng, s, d)
             s += float(rng.uniform(7, 14))
         else:
             s += float(rng.uniform(15, 50))

@@ -1,4 +1,4 @@
-"""Colours of ray hits: sky, ground (road, markings, kerb, sidewalk, grass), boxes and spheres.
+"""Colours of ray hits: sky, ground (street or highway: road, markings, kerb, sidewalk, grass), boxes and spheres.
 
 A colour depends only on where a point lies on its surface, its material and the fixed sun, never on the
 camera, so every frame of a drive agrees photometrically. Arrays are per hit pixel: `rays` (3, n) float32
@@ -7,13 +7,15 @@ size of the pixel on the surface, which picks the blur level of textures and ant
 """
 import numpy as np
 
-from world import textures
+from world import highway, textures
 from world.road import BUILDING_LINE_M, CARRIAGEWAY_HALF_WIDTH_M, KERB_WIDTH_M, LANE_WIDTH_M
 from world.scene import Material, Scene
 
 AMBIENT = np.float32(0.55)
 ROAD_LOOKAHEAD_M = 120.0
 """Road pieces starting further ahead are not tried; painted lines there are below a pixel at 640 wide."""
+HIGHWAY_LOOKAHEAD_M = 400.0
+"""A highway's far lines stay in view to the horizon; its pieces are long, so few are tried."""
 GROUND_TEXTURE_PERIOD_M = 102.4
 """Every ground texture repeats after a divisor of this (256 texels of 0.4, 0.025 or 0.0125 m)."""
 PAINT = np.float32([0.85, 0.85, 0.82])
@@ -42,6 +44,8 @@ class Shader:
         self.sphere_colour = np.ascontiguousarray(sp.colour.T, dtype=np.float32)
         self.sphere_offset = sp.texture_offset.astype(np.float32)
         self.sun = scene.sun_direction.astype(np.float32)
+        self.ground = self.highway_ground if scene.kind == "highway" else self.street_ground
+        """Shader of ground hits, by the kind of scene."""
 
     def lambert(self, nx, ny, nz) -> np.ndarray:
         return AMBIENT + (1 - AMBIENT) * np.maximum(nx * self.sun[0] + ny * self.sun[1] + nz * self.sun[2], 0)
@@ -58,7 +62,9 @@ class Shader:
         base = haze + (self.scene.sky_tint.astype(np.float32)[:, None] - haze) * gradient
         return base + (np.float32([0.95, 0.95, 0.96])[:, None] - base) * clouds
 
-    def ground(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+    def _ground_surface(self, origin, rays, depth_m, footprint_m, lookahead_m: float):
+        """Per ground hit: texture coordinates x, y (m), footprint (m), road coordinates s, d (m), and fine
+        grain and coarse patch noise."""
         dx, dy = depth_m * rays[0], depth_m * rays[1]
         # Texture coordinates: the camera position folded modulo a common period of all ground
         # textures, so float32 keeps sub-millimetre precision anywhere in the world.
@@ -69,10 +75,14 @@ class Shader:
         fp = footprint_m / np.sqrt(np.maximum(grazing, 0.05))
         road = self.scene.road
         s_cam, _ = road.road_coords(np.zeros(1), np.zeros(1), (0.0, road.length_m), origin[:2])
-        s, d = road.road_coords(dx, dy, (float(s_cam[0]) - 40.0, float(s_cam[0]) + ROAD_LOOKAHEAD_M), origin[:2])
-        abs_d = np.abs(d)
+        s, d = road.road_coords(dx, dy, (float(s_cam[0]) - 40.0, float(s_cam[0]) + lookahead_m), origin[:2])
         grain = textures.surface_noise(x, y, 0.0125, fp)
         patch = textures.surface_noise(x, y, 0.4, fp, offset=911.0)
+        return x, y, fp, s, d, grain, patch
+
+    def street_ground(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+        x, y, fp, s, d, grain, patch = self._ground_surface(origin, rays, depth_m, footprint_m, ROAD_LOOKAHEAD_M)
+        abs_d = np.abs(d)
         out = np.empty((3, len(x)), dtype=np.float32)
 
         on_road = abs_d < CARRIAGEWAY_HALF_WIDTH_M
@@ -102,6 +112,37 @@ class Shader:
         i = np.flatnonzero(~on_road & ~on_kerb & ~on_sidewalk)
         blades = textures.surface_noise(x[i], y[i], 0.025, fp[i], 300.0)
         out[:, i] = np.float32([0.22, 0.36, 0.14])[:, None] * (1 + 0.25 * blades + 0.15 * patch[i])
+        return out * self.lambert(0, 0, 1)
+
+    def highway_ground(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
+        """Four lanes with a solid double centre line, dashed lane lines and solid edge lines, a gravel
+        shoulder, then grass and dry fields to the horizon."""
+        x, y, fp, s, d, grain, patch = self._ground_surface(origin, rays, depth_m, footprint_m,
+                                                            HIGHWAY_LOOKAHEAD_M)
+        abs_d = np.abs(d)
+        out = np.empty((3, len(x)), dtype=np.float32)
+
+        on_road = abs_d < highway.ASPHALT_HALF_WIDTH_M
+        i = np.flatnonzero(on_road)
+        asphalt = (0.27 + 0.035 * grain[i] + 0.03 * patch[i]) * np.float32([1.0, 1.0, 1.03])[:, None]
+        si, ai, fi = s[i], abs_d[i], fp[i]
+        centre = textures.stripe_coverage(ai - 0.15, 0.06, fi)
+        lanes = textures.periodic_interval_coverage(si, 12.0, 0.0, 3.0, fi) * textures.stripe_coverage(
+            ai - LANE_WIDTH_M, 0.075, fi)
+        edges = textures.stripe_coverage(ai - highway.EDGE_LINE_M, 0.1, fi)
+        paint = np.clip(centre + lanes + edges, 0, 1)
+        out[:, i] = asphalt + (PAINT[:, None] - asphalt) * paint
+
+        on_gravel = ~on_road & (abs_d < highway.SHOULDER_HALF_WIDTH_M)
+        i = np.flatnonzero(on_gravel)
+        out[:, i] = np.float32([0.50, 0.47, 0.42])[:, None] * (1 + 0.15 * grain[i] + 0.1 * patch[i])
+
+        i = np.flatnonzero(~on_road & ~on_gravel)
+        blades = textures.surface_noise(x[i], y[i], 0.025, fp[i], 300.0)
+        fields = np.clip(0.5 + 0.6 * textures.surface_noise(x[i], y[i], 0.4, fp[i], 1733.0), 0, 1)
+        grass = np.float32([0.22, 0.36, 0.14])[:, None] + (np.float32([0.52, 0.48, 0.26])
+                                                           - np.float32([0.22, 0.36, 0.14]))[:, None] * fields
+        out[:, i] = grass * (1 + 0.25 * blades + 0.15 * patch[i])
         return out * self.lambert(0, 0, 1)
 
     def boxes(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:

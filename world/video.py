@@ -1,12 +1,15 @@
 """Driving videos that look like internet uploads, with a JSON sidecar holding the truth.
 
-A video is a list of shots (drives of different seeds, joined by hard cuts), rendered at the content
-size, put inside black letterbox bars, stamped with a running clock like a dashcam, and encoded to
-H.264 (`formats.video.write_h264`). Frames stream into ffmpeg one at a time, so memory does not grow with the length.
+A video is a list of shots (drives of different seeds and kinds, joined by hard cuts), rendered at the
+content size, put inside black letterbox bars, optionally overlaid with static graphics (the car's bonnet
+or dashboard, an A-pillar, a logo: `world.overlays`), stamped with a running clock like a dashcam, and
+encoded to H.264 (`formats.video.write_h264`). Frames stream into ffmpeg one at a time, so memory does
+not grow with the length.
 
 The sidecar (``<video>.json``) says what mining must find: fps, frame count, the first frame of each
-shot after a cut, the frame ranges where the camera stands still, the content box inside the bars and
-the box of the burnt-in clock.
+shot after a cut and its kind, the frame ranges where the camera stands still, the content box inside
+the bars, the box of the burnt-in clock, and the box of every static overlay, with their pixel mask in
+``<video>.static.png``.
 """
 import datetime as dt
 from dataclasses import dataclass, field
@@ -17,10 +20,11 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from formats.files import write_json_atomic
+from formats.files import write_bytes_atomic, write_json_atomic
 from formats.video import write_h264
 from world.camera import PinholeCamera
-from world.drive import Drive, DriveSpec
+from world.drive import DRIVE_KINDS, Drive, DriveSpec
+from world.overlays import EGO_KINDS, draw_overlays, static_mask, static_overlays
 from world.render import Renderer
 
 SUPPORTED_FPS = {"25": Fraction(25), "30": Fraction(30), "29.97": Fraction(30000, 1001)}
@@ -29,11 +33,16 @@ CLOCK_START = dt.datetime(2026, 5, 14, 8, 30, 0)
 
 @dataclass(frozen=True)
 class ShotSpec:
-    """`duration_s` seconds of drive `seed`, with `stops` as (start, hold) seconds within the shot."""
+    """`duration_s` seconds of drive `seed`, with `stops` as (start, hold) seconds within the shot.
+
+    `kind` is one of `world.drive.DRIVE_KINDS`: "street" (city driving with stops), "highway" (fast, open
+    land, mostly sky and far field) or "parked_traffic" (the camera stands still, cars drive past).
+    """
 
     seed: int
     duration_s: float
     stops: tuple[tuple[float, float], ...] = ()
+    kind: str = "street"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,12 @@ class VideoSpec:
     clock_overlay: bool = True
     crf: int = 20
     """x264 quality, lower is better; 18-23 is what uploads typically carry."""
+    ego: str | None = None
+    """The own car in view, fixed in the picture: None, "hood" (bonnet) or "dashboard"."""
+    a_pillar: bool = False
+    """A dark windscreen pillar slanting down the left edge of the picture."""
+    logo: bool = False
+    """A small semi-opaque channel logo near the top-right corner."""
 
     def __post_init__(self):
         if self.fps not in SUPPORTED_FPS:
@@ -60,6 +75,10 @@ class VideoSpec:
             raise ValueError(f"content height {self.content_height_px} must be within 8..{self.height_px}")
         if not self.shots or any(s.duration_s <= 0 for s in self.shots):
             raise ValueError("a video needs at least one shot of positive duration")
+        if any(s.kind not in DRIVE_KINDS for s in self.shots):
+            raise ValueError(f"shot kind must be one of {', '.join(DRIVE_KINDS)}")
+        if self.ego not in (None, *EGO_KINDS):
+            raise ValueError(f"ego must be one of {', '.join(EGO_KINDS)} or None, got {self.ego!r}")
         PinholeCamera.kitti_like(self.width_px, self.content_height_px)
 
     @property
@@ -91,13 +110,21 @@ class VideoTruth:
     shots: list[dict] = field(default_factory=list)
     intrinsics_px: list[list[float]] | None = None
     """K of the content picture, in pixels of the content box."""
+    static_regions: list[dict] = field(default_factory=list)
+    """{"kind": "hood" | "dashboard" | "a_pillar" | "logo" | "clock", "box": (x, y, w, h)} of every graphic
+    fixed in the picture, in video pixels: the tight box of the overlay's pixels, the clock's overlay_box."""
+    static_mask_png: str | None = None
+    """File name (beside the video) of a (H, W) PNG, 255 where hood, dashboard, A-pillar or logo cover the
+    pixel, else 0; None without those. The clock is not in it: its digits change."""
 
 
 def internet_like_spec(seed: int, duration_s: float = 12.0, fps: str = "30", cuts: int = 2,
                        stop_s: float = 3.0, width_px: int = 640, height_px: int = 360,
-                       content_height_px: int = 288) -> VideoSpec:
-    """A typical upload: `cuts` + 1 shots of other seeds sharing `duration_s`, the second shot (or the only
-    one) starting parked for `stop_s` seconds before it pulls away (0 for none)."""
+                       content_height_px: int = 288, ego: str | None = None, a_pillar: bool = False,
+                       logo: bool = False) -> VideoSpec:
+    """A typical upload: `cuts` + 1 street shots of other seeds sharing `duration_s`, the second shot (or
+    the only one) starting parked for `stop_s` seconds before it pulls away (0 for none); `ego`,
+    `a_pillar` and `logo` add static overlays (see `VideoSpec`)."""
     shot_count = cuts + 1
     shot_s = duration_s / shot_count
     parked_shot = min(1, cuts)
@@ -106,7 +133,17 @@ def internet_like_spec(seed: int, duration_s: float = 12.0, fps: str = "30", cut
         stops = ((0.0, stop_s),) if i == parked_shot and stop_s > 0 else ()
         shots.append(ShotSpec(seed=seed * 1000 + i, duration_s=shot_s + (stop_s if stops else 0.0), stops=stops))
     return VideoSpec(shots=tuple(shots), fps=fps, width_px=width_px, height_px=height_px,
-                     content_height_px=content_height_px)
+                     content_height_px=content_height_px, ego=ego, a_pillar=a_pillar, logo=logo)
+
+
+def single_shot_spec(seed: int, kind: str, duration_s: float, fps: str = "30", width_px: int = 640,
+                     height_px: int = 360, content_height_px: int | None = None, ego: str | None = None,
+                     a_pillar: bool = False, logo: bool = False, clock_overlay: bool = True) -> VideoSpec:
+    """One uncut `duration_s` shot of `kind` (see `ShotSpec`), the picture `content_height_px` tall
+    (None: the whole frame, no bars)."""
+    return VideoSpec(shots=(ShotSpec(seed=seed, duration_s=duration_s, kind=kind),), fps=fps, width_px=width_px,
+                     height_px=height_px, content_height_px=content_height_px or height_px,
+                     clock_overlay=clock_overlay, ego=ego, a_pillar=a_pillar, logo=logo)
 
 
 def _frame_times(shot: ShotSpec, frame_rate: Fraction) -> np.ndarray:
@@ -130,9 +167,10 @@ def _clock_layout(spec: VideoSpec) -> tuple[tuple[int, int], float, tuple[int, i
 
 
 def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None] | None = None) -> VideoTruth:
-    """Render, letterbox, stamp and encode `spec` to `out_path` (mp4) and its sidecar `out_path`.json.
+    """Render, letterbox, overlay, stamp and encode `spec` to `out_path` (mp4), its sidecar `out_path`.json
+    and, with overlays, their mask `out_path`.static.png.
 
-    Both files appear only when complete. `progress(n)` is called after every n frames written.
+    Every file appears only when complete. `progress(n)` is called after every n frames written.
     """
     out_path = Path(out_path)
     frame_rate = spec.frame_rate
@@ -143,6 +181,10 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
                        frame_count=0, width_px=spec.width_px, height_px=spec.height_px,
                        content_box=spec.content_box, overlay_box=clock_box if spec.clock_overlay else None,
                        intrinsics_px=camera.K.tolist())
+    overlays = static_overlays(spec.content_box, spec.ego, spec.a_pillar, spec.logo)
+    truth.static_regions = [{"kind": o.kind, "box": o.box} for o in overlays]
+    if spec.clock_overlay:
+        truth.static_regions.append({"kind": "clock", "box": clock_box})
     canvas = np.zeros((spec.height_px, spec.width_px, 3), dtype=np.uint8)
 
     def frames() -> Iterator[np.ndarray]:
@@ -150,11 +192,11 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
         for shot_index, shot in enumerate(spec.shots):
             if shot_index > 0:
                 truth.cut_frames.append(truth.frame_count)
-            drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops))
+            drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops, kind=shot.kind))
             renderer = Renderer(drive.scene, camera)
             times_s = _frame_times(shot, frame_rate)
             poses, exposures = drive.poses(times_s), drive.exposure(times_s)
-            truth.shots.append({"seed": shot.seed, "first_frame": truth.frame_count,
+            truth.shots.append({"seed": shot.seed, "kind": shot.kind, "first_frame": truth.frame_count,
                                 "frame_count": len(times_s), "stops": list(shot.stops)})
             static_start = None
             for i in range(len(times_s)):
@@ -165,7 +207,8 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
                 if not still and static_start is not None:
                     truth.static_ranges.append((static_start, frame_index))
                     static_start = None
-                canvas[y0:y0 + h, x0:x0 + w] = renderer.render(poses[i], float(exposures[i])).rgb
+                canvas[y0:y0 + h, x0:x0 + w] = renderer.render(poses[i], float(exposures[i]), float(times_s[i])).rgb
+                draw_overlays(canvas, overlays)
                 if spec.clock_overlay:
                     clock = CLOCK_START + dt.timedelta(seconds=frame_index / float(frame_rate))
                     _stamp_clock(canvas, clock.strftime("%Y-%m-%d %H:%M:%S"), clock_origin, clock_scale)
@@ -177,9 +220,18 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
                 truth.static_ranges.append((static_start, truth.frame_count))
 
     write_h264(out_path, frames(), truth.fps_fraction, crf=spec.crf)
+    if overlays:
+        ok, png = cv2.imencode(".png", static_mask(overlays, spec.height_px, spec.width_px))
+        assert ok, "OpenCV could not encode a PNG"
+        write_bytes_atomic(static_mask_path(out_path), png.tobytes())
+        truth.static_mask_png = static_mask_path(out_path).name
     write_json_atomic(sidecar_path(out_path), truth)
     return truth
 
 
 def sidecar_path(video_path: Path) -> Path:
     return Path(video_path).with_suffix(".json")
+
+
+def static_mask_path(video_path: Path) -> Path:
+    return Path(video_path).with_suffix(".static.png")

@@ -43,6 +43,17 @@ def test_render_writes_videos_and_sidecars(tmp_path):
     assert json.loads((tmp_path / "world_0001.json").read_text())["cut_frames"] == [8]
 
 
+def test_render_with_overlays_writes_their_mask(tmp_path):
+    result = CliRunner().invoke(main, ["render", "--out", str(tmp_path), "--videos", "1", "--duration", "0.5",
+                                       "--kind", "parked_traffic", "--ego", "dashboard", "--a-pillar", "--logo",
+                                       "--size", "96x48", "--content-height", "40", "--fps", "25"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "world_0000.json").read_text())
+    assert [r["kind"] for r in sidecar["static_regions"]] == ["dashboard", "a_pillar", "logo", "clock"]
+    assert sidecar["static_mask_png"] == "world_0000.static.png" and (tmp_path / "world_0000.static.png").is_file()
+    assert sidecar["shots"][0]["kind"] == "parked_traffic" and sidecar["cut_frames"] == []
+
+
 def test_kitti_rerun_resumes_without_rendering_again(tmp_path):
     args = ["kitti", "--out", str(tmp_path), "--frames", "4", "--train-drives", "1", "--size", "64x24"]
     assert CliRunner().invoke(main, args).exit_code == 0
