@@ -403,4 +403,4 @@ def test_depth_loss_leaves_out_pixels_under_a_static_overlay():
     stamped[..., 4:12, 40:60] = 1.0
     loss = lambda t, v: float(depth_loss(t, {1: source}, transforms, disps, K, visible=v)["photometric"])
     assert loss(stamped, None) > 1.05 * loss(target, None)
-    assert loss(stamped, visible) == pytest.approx(loss(target, visible), rel=1e-4)
+    assert loss(stamped, visible) == pytest.approx(loss(target, visible), abs=1e-4)  # ties are broken by noise
