@@ -104,8 +104,10 @@ class MotionFilter:
         for i in range(GRID):
             for j in range(GRID):
                 cell = (slice(i * h // GRID, (i + 1) * h // GRID), slice(j * w // GRID, (j + 1) * w // GRID))
-                if informative[cell].mean() >= MIN_CELL_TEXTURE:
-                    cells.append(np.percentile(magnitude[cell][informative[cell]], 90))
+                values = magnitude[cell][informative[cell]]
+                if values.size >= MIN_CELL_TEXTURE * magnitude[cell].size:
+                    k = int(0.9 * (values.size - 1))  # the 90th percentile, without np.percentile's overhead
+                    cells.append(np.partition(values, k)[k])
         return float(np.median(cells)) if cells else float(np.median(magnitude[informative]))
 
     @staticmethod

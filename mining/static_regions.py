@@ -55,6 +55,9 @@ class StaticRegionConfig:
     from the edge is shallow (rows under a dashboard, or through the sky, run all the way across)."""
     min_cluster_edges: int = 12
     """Static edge pixels (at detection size) that make a cluster a graphic rather than noise."""
+    min_edges_per_column: int = 3
+    """Median crisp edge pixels per column of a graphic: letters and shapes have height; the horizon of an
+    open road, a crisp line at infinity that stays put too, is one or two pixels thick."""
     min_cluster_density: float = 0.15
     """Share of a cluster's box that its static edges fill: text and logos are dense (a clock ~0.27), the
     ridge line of distant hills near the focus of expansion, also nearly still, is not (~0.09)."""
@@ -150,7 +153,9 @@ def _graphics(steady: np.ndarray, crisp: np.ndarray, config: StaticRegionConfig)
             continue
         rows, columns = np.nonzero(core)
         core_area = (np.ptp(rows) + 1) * (np.ptp(columns) + 1)
-        if core_count >= config.min_cluster_density * core_area and w * h <= 4 * core_area:
+        per_column = np.bincount(columns)[np.unique(columns)]  # crisp edge pixels in each column it covers
+        if (core_count >= config.min_cluster_density * core_area and w * h <= 4 * core_area
+                and np.median(per_column) >= config.min_edges_per_column):
             boxes[y:y + h, x:x + w] = True
     return boxes
 
