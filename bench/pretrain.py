@@ -24,7 +24,7 @@ from training.flow.data import DataConfig, train_loader  # noqa: E402
 from training.flow.model import GeoPtFlowModel  # noqa: E402
 from training.flow.pretrain import PretrainConfig, flow_losses, to_input  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
-from timing import loader_samples_per_s  # noqa: E402  (bench/, this script's folder)
+from timing import loader_samples_per_s, matmul_peak_tflops, peak_memory_gib, step_flops  # noqa: E402
 
 REAL_CLIP = ROOT.parent / "shared" / "media" / "drive_udacity_solidWhiteRight_960x540.mp4"
 
@@ -92,11 +92,18 @@ def main() -> None:
         model_rate = timed_steps(model, optimiser, in_memory(), config, runtime, args.steps)
         end_to_end = timed_steps(model, optimiser, (b[:2] for b in train_loader(data)[0]), config, runtime,
                                  args.steps)
+        flops = step_flops(lambda: flow_losses(model, *(to_input(f, runtime) for f in fixed), config, runtime)[
+            "loss"].backward()) / args.batch_size
+        peak = matmul_peak_tflops(runtime.device)
     print(f"device {runtime.device}, {width}x{height}, batch {args.batch_size}, {args.workers} loader workers")
     print(f"loader alone: {loader_rate:.1f} samples/s")
     print(f"model only (in-memory batches): {model_rate:.2f} samples/s")
     print(f"end to end (loader + model): {end_to_end:.2f} samples/s = {end_to_end / model_rate:.2f}x model-only "
           f"(goal >= 0.9x)")
+    print(f"model FLOPs: {flops / 1e9:.1f} GFLOP per sample (forward + backward, both flow directions); "
+          f"{flops * end_to_end / 1e12:.2f} TFLOP/s end to end = {flops * end_to_end / 1e12 / peak:.1%} of the "
+          f"{peak:.1f} TFLOP/s a plain matrix product reaches here")
+    print(f"peak memory: {peak_memory_gib(runtime.device):.2f} GiB ({'GPU' if runtime.device.type == 'cuda' else 'RSS'})")
 
 
 if __name__ == "__main__":

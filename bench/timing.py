@@ -1,4 +1,5 @@
-"""Shared by the training benchmarks: how fast a loader alone delivers samples."""
+"""Shared by the training benchmarks: loader rate, the device's matrix-product ceiling, FLOPs of a step,
+peak memory."""
 import time
 
 
@@ -11,3 +12,48 @@ def loader_samples_per_s(batches, batch_size: int, count: int = 20) -> float:
     for _ in range(count):
         next(batches)
     return count * batch_size / (time.perf_counter() - start)
+
+
+def matmul_peak_tflops(device, size: int = 4096, repeats: int = 10) -> float:
+    """TFLOP/s of a plain square matrix product on `device` (bf16 on CUDA, float32 on the CPU, the
+    precision training runs in there): the ceiling that model FLOP utilisation is measured against."""
+    import torch
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    size = size if device.type == "cuda" else 1024
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def step_flops(step) -> float:
+    """FLOPs of one call of `step()` (forward and backward), counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_gib(device) -> float:
+    """Peak GPU memory allocated so far on CUDA; the process's peak resident memory on the CPU."""
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from training.depth.data import training_batches  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
-from timing import loader_samples_per_s  # noqa: E402  (bench/, this script's folder)
+from timing import loader_samples_per_s, matmul_peak_tflops, peak_memory_gib, step_flops  # noqa: E402
 from training.depth.transfer import TransferConfig, build_model, depth_losses, to_device, transfer  # noqa: E402
 from world.kitti_export import KittiExportSpec, export_kitti  # noqa: E402
 
@@ -110,6 +110,9 @@ def main() -> None:
             end_to_end_rates.append(timed_steps(model, optimiser, loader, config, runtime, args.steps, prefetched))
         del loader
         model_rate, end_to_end = statistics.median(model_rates), statistics.median(end_to_end_rates)
+        flops = step_flops(lambda: depth_losses(model, to_device(fixed, runtime), config, runtime)["loss"].backward())
+        flops /= args.batch_size
+        peak, memory = matmul_peak_tflops(runtime.device), peak_memory_gib(runtime.device)
 
         transfer(config)
         command = [sys.executable, "-m", "training.cli", "evaluate", "--data", f"kitti:{kitti}", "--split", "eigen",
@@ -128,6 +131,9 @@ def main() -> None:
     print(f"end to end (loader + model): {end_to_end:.2f} samples/s "
           f"(median of {', '.join(f'{r:.2f}' for r in end_to_end_rates)}) = {end_to_end / model_rate:.2f}x "
           "model-only (goal >= 0.9x)")
+    print(f"model FLOPs: {flops / 1e9:.1f} GFLOP per sample (forward + backward); {flops * end_to_end / 1e12:.2f} "
+          f"TFLOP/s end to end = {flops * end_to_end / 1e12 / peak:.1%} of the {peak:.1f} TFLOP/s a plain matrix "
+          f"product reaches here; peak memory {memory:.2f} GiB ({'GPU' if runtime.device.type == 'cuda' else 'RSS'})")
     print(f"{'reusing the export in ' + str(args.kitti) if reused else 'rendering'} {test_frames} test frames "
           f"(+{FRAMES_PER_DRIVE} training) at 1242x375 stereo: {render_s:.0f} s")
     if test_frames == EIGEN_TEST_FRAMES:

@@ -152,6 +152,7 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     if runtime.world_size > 1:
         train_model = DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    eager_model = train_model
     if config.compile:
         train_model = torch.compile(train_model)
 
@@ -185,7 +186,15 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                 batch = replay
             else:
                 task.seen(batch)
-            out = task.losses(train_model, batch, runtime)
+            try:
+                out = task.losses(train_model, batch, runtime)
+            except Exception as error:  # torch.compile fails at the first call where it cannot run
+                if train_model is eager_model:
+                    raise
+                log.warning("torch.compile cannot run here (%s: %s); training without it",
+                            type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+                train_model = eager_model
+                out = task.losses(train_model, batch, runtime)
             optimiser.zero_grad(set_to_none=True)
             what, local_finite = "loss", bool(torch.isfinite(out["loss"]))
             finite = all_ranks_agree(local_finite, runtime)

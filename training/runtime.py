@@ -5,6 +5,7 @@ process group, NCCL on CUDA and gloo on the CPU, so the same code is tested with
 Only rank 0 writes checkpoints, logs and pictures.
 """
 import contextlib
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ def start_runtime(device: str = "auto", precision: str = "auto", channels_last: 
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     use_bf16 = precision == "bf16" or (precision == "auto" and torch_device.type == "cuda")
+    if use_bf16 and torch_device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bfloat16: training in float32 instead")
+        use_bf16 = False
     return Runtime(device=torch_device, rank=rank, world_size=world_size,
                    autocast_dtype=torch.bfloat16 if use_bf16 else None,
                    channels_last=torch_device.type == "cuda" if channels_last is None else channels_last)

@@ -256,3 +256,18 @@ def test_sources_mix_by_weight(world_shards, tmp_path):
     yaml_file.write_text(f"sources:\n  - {{name: a, shards: '{world_shards}/0000.tar', weight: 1}}\n"
                          f"  - {{name: b, shards: '{world_shards}/0001.tar', weight: 3}}\n")
     assert [s.weight for s in parse_mixture(str(yaml_file))] == [1.0, 3.0]
+
+
+def test_compile_where_it_cannot_run_falls_back_with_one_warning(world_shards, tmp_path, monkeypatch, caplog):
+    class CompiledThatFails(torch.nn.Module):
+        def forward(self, *args):
+            raise RuntimeError("no C++ compiler for the inductor backend")
+
+    compiled_that_fails = lambda model: CompiledThatFails()
+
+    monkeypatch.setattr(torch, "compile", compiled_that_fails)
+    with caplog.at_level(logging.WARNING):
+        result = pretrain(tiny_config(world_shards, tmp_path / "run", steps=2, compile=True))
+    assert result["step"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert len(warnings) == 1 and "training without it" in warnings[0]
