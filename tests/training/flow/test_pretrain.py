@@ -37,15 +37,22 @@ def tiny_config(shards: Path, run_dir: Path, **overrides) -> PretrainConfig:
     return PretrainConfig(**{**settings, **overrides})
 
 
-def test_photometric_loss_prefers_the_true_flow():
-    drive = Drive(DriveSpec(seed=11, duration_s=4.0))
-    camera = PinholeCamera.kitti_like(320, 96)
+def world_pair(seed: int, width_px: int, height_px: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frames 0.1 s apart of world drive `seed` as (1, 3, H, W) tensors in 0..1, and the exact flow
+    (1, 2, H, W) in pixels from the first to the second."""
+    drive = Drive(DriveSpec(seed=seed, duration_s=4.0))
+    camera = PinholeCamera.kitti_like(width_px, height_px)
     renderer = Renderer(drive.scene, camera)
     poses = drive.poses(np.array([2.0, 2.1]))
     frame, following = renderer.render(poses[0]), renderer.render(poses[1])
     as_tensor = lambda rgb: torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
     true_flow = torch.from_numpy(flow_between(frame.depth_m, poses[0], poses[1], camera)).permute(2, 0, 1)[None]
-    loss = lambda flow: float(flow_loss(as_tensor(frame.rgb), as_tensor(following.rgb), {0: flow}, None)["photometric"])
+    return as_tensor(frame.rgb), as_tensor(following.rgb), true_flow
+
+
+def test_photometric_loss_prefers_the_true_flow():
+    target, source, true_flow = world_pair(11, 320, 96)
+    loss = lambda flow: float(flow_loss(target, source, {0: flow}, None)["photometric"])
     assert loss(true_flow) < 0.5 * loss(torch.zeros_like(true_flow))
     assert loss(true_flow) < 0.5 * loss(true_flow + torch.tensor([3.0, -2.0])[None, :, None, None])
 
@@ -55,14 +62,7 @@ def test_throwing_badly_matched_pixels_out_of_view_never_beats_standing_still():
     throws the pixels that match worst out of view scored below standing still, so nets learned that
     instead of the far matches (loss 0.084, EPE 3.6x that of zero flow). Now leaving the view costs at
     least the error of standing still."""
-    drive = Drive(DriveSpec(seed=7000, duration_s=4.0))
-    camera = PinholeCamera.kitti_like(640, 192)
-    renderer = Renderer(drive.scene, camera)
-    poses = drive.poses(np.array([2.0, 2.1]))
-    frame, following = renderer.render(poses[0]), renderer.render(poses[1])
-    as_tensor = lambda rgb: torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    target, source = as_tensor(frame.rgb), as_tensor(following.rgb)
-    true_flow = torch.from_numpy(flow_between(frame.depth_m, poses[0], poses[1], camera)).permute(2, 0, 1)[None]
+    target, source, true_flow = world_pair(7000, 640, 192)
     standing_still = torch.zeros_like(true_flow)
     unmatched_error = photometric_error(source, target)
 
@@ -84,13 +84,7 @@ def test_throwing_badly_matched_pixels_out_of_view_never_beats_standing_still():
 def test_pixels_under_a_static_overlay_do_not_count():
     """A logo stamped on the target only changes the loss, unless the sample's mask hides it: then the
     loss is that of the clean pair on the other pixels."""
-    drive = Drive(DriveSpec(seed=11, duration_s=4.0))
-    camera = PinholeCamera.kitti_like(128, 64)
-    poses = drive.poses(np.array([2.0, 2.1]))
-    frame, following = (Renderer(drive.scene, camera).render(pose) for pose in poses)
-    as_tensor = lambda rgb: torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    target, source = as_tensor(frame.rgb), as_tensor(following.rgb)
-    flow = torch.from_numpy(flow_between(frame.depth_m, poses[0], poses[1], camera)).permute(2, 0, 1)[None]
+    target, source, flow = world_pair(11, 128, 64)
     visible = torch.ones_like(target[:, :1])
     visible[..., 3:17, 89:121] = 0  # a pixel wider than the logo: SSIM looks at 3x3 windows
     stamped = target.clone()
@@ -105,13 +99,7 @@ def test_the_flow_model_learns_the_true_flow_of_a_pair_not_to_hide_pixels():
     exact flow. (Before occluded pixels were charged a penalty, the net learned to push every pixel out
     of view: loss ~0.001, flow 8x too large.)"""
     torch.manual_seed(0)
-    drive = Drive(DriveSpec(seed=11, duration_s=4.0))
-    camera = PinholeCamera.kitti_like(128, 64)
-    poses = drive.poses(np.array([2.0, 2.1]))
-    frame, following = (Renderer(drive.scene, camera).render(pose) for pose in poses)
-    as_tensor = lambda rgb: torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    target, source = as_tensor(frame.rgb), as_tensor(following.rgb)
-    true_flow = torch.from_numpy(flow_between(frame.depth_m, poses[0], poses[1], camera)).permute(2, 0, 1)[None]
+    target, source, true_flow = world_pair(11, 128, 64)
     model = GeoPtFlowModel()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-4)
     for _ in range(150):
