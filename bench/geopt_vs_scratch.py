@@ -344,7 +344,10 @@ def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_s
         + " → ".join(f"{e:.2f}" for _, e in epe) + f" px at steps {', '.join(str(s) for s, _ in epe)}; "
         f"predicting no motion scores {flow['zero_epe']:.2f} px"
         + (f" (last: {epe[-1][1] / flow['zero_epe']:.2f}x)." if epe else "."),
-        *[f"- {g}" for g in gains], "",
+        *[f"- {g}" for g in gains],
+        *([] if budget.cuda or budget_name == "full" else [
+            "- This budget makes no claim. Where the seed's claim stands, and the GPU command that tests it "
+            "(`--budget gpu`): README.md, section 'Results on the world'."]), "",
         table(per_seed), "",
         f"Budget: {budget.videos} mined videos of {budget.video_s:.0f} s, pretraining {budget.pretrain_steps} steps at "
         f"{budget.pretrain_size} (batch {budget.pretrain_batch_size}), depth transfer (M mode) "
