@@ -116,6 +116,9 @@ class FrameSource:
     """Look for letterbox bars (videos); image datasets are cropped by their importer instead."""
     filter_motion: bool = True
     """Run scene cuts and the motion filter; off, every consecutive pair is used."""
+    find_copies: bool = True
+    """Fingerprint the frames so a re-upload of the same drive is found (videos). Datasets hold distinct
+    recordings by construction, and the two cameras of one KITTI drive look alike to a fingerprint."""
     extra: dict = field(default_factory=dict)
     """Copied into every sample's SampleMeta.extra (dataset, drive, known intrinsics)."""
     decode: DecodeOutcome | None = None
@@ -192,7 +195,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
         cutter = SceneCutter(source.fps, config.scene_threshold)
         motion = MotionFilter(w, config.motion, overlay)
         packer = RunPacker(config.pack)
-        fingerprint = FingerprintBuilder()
+        fingerprint = FingerprintBuilder() if source.find_copies else None
         labels, kept = [], []
 
         def pack(verdict, tar):
@@ -217,7 +220,8 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
                 tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
             for index, frame in enumerate(itertools.chain(head, frames)):
                 cropped = frame[y:y + h, x:x + w]
-                fingerprint.push(cropped)
+                if fingerprint:
+                    fingerprint.push(cropped)
                 if source.filter_motion:
                     pack(motion.push(index, cropped, cutter.is_cut(index, cropped)), tar)
                 else:
@@ -229,7 +233,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
         if not report.duration_s:
             report.duration_s = report.frames_decoded / source.fps
         report.scenes = packer.scene_index + 1
-        report.fingerprint = asdict(fingerprint.result())
+        report.fingerprint = asdict(fingerprint.result()) if fingerprint else None
         report.frames_kept = sum(kept)
         frame_labels = _frame_labels(labels, kept)
         report.timeline = _runs(frame_labels)

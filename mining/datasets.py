@@ -153,7 +153,7 @@ def import_sequence(sequence: Sequence, staging_dir: Path, config: ChainConfig, 
     def open_source(report: VideoReport) -> FrameSource:
         frames, facts = _frames(sequence, config.decode.width_px, report)
         return FrameSource(frames, sequence.fps, facts["original_size"], detect_bars=False,
-                           filter_motion=filter_motion,
+                           filter_motion=filter_motion, find_copies=False,
                            extra={**sequence.extra, "intrinsics_normalised": facts["intrinsics_normalised"]})
 
     return mine_source(open_source, sequence.sequence_id, sequence.images[0].parent.resolve().as_uri(), staging_dir,

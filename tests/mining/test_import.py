@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from mining.cli import main
 from tests.mining.test_mining_e2e import read_shards
 from world.camera import PinholeCamera
+from world.kitti_export import KittiExportSpec, export_kitti
 from world.drive import Drive, DriveSpec
 from world.render import Renderer
 
@@ -26,6 +27,19 @@ def test_kitti_import_keeps_intrinsics_and_leaves_the_test_drives_out(small_kitt
     K = np.array(samples[0]["extra"]["intrinsics_normalised"])
     assert abs(K[0, 0] - 0.58) < 1e-6 and abs(K[1, 1] - 0.58 * 320 / 96) < 1e-6  # fx = fy = 0.58 W
     assert samples[0]["working_size"] == [320, 96] and samples[0]["fps_out"] == 10.0
+
+
+def test_the_two_cameras_of_a_drive_are_not_taken_for_a_re_upload(tmp_path):
+    """Left and right views of one drive look alike to the re-upload fingerprint; an import keeps both."""
+    export_kitti(KittiExportSpec(tmp_path / "kitti", train_drives=1, test_drives=1, frames_per_drive=24,
+                                 width_px=320, height_px=96))
+    result = CliRunner().invoke(main, ["import", "kitti", "--root", str(tmp_path / "kitti"), "--out",
+                                       str(tmp_path / "shards"), "--width", "320", "--no-motion-filter",
+                                       "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    samples = [json.loads(s["json"]) for s in read_shards(tmp_path / "shards").values()]
+    per_camera = [sum(m["extra"]["camera"] == camera for m in samples) for camera in (2, 3)]
+    assert per_camera[0] == per_camera[1] > 0 and "duplicate" not in result.output, result.output
 
 
 def _cityscapes_tree(root):
