@@ -12,9 +12,11 @@ rank already out of data steps on its last good batch (`Task.blank_batch` if it 
 multiplied by 0, so the gradient all-reduce still matches; each rank's loss is weighted by its samples *
 world size / samples of the step, which makes the averaged gradient the mean over every real sample.
 
-Non-finite guard: a step whose loss or gradient is not finite on any rank is skipped on every rank (a
-warning names its samples); `nan_patience` such steps in a row stop the run with `TrainingDiverged`,
-the last good checkpoint untouched.
+Non-finite guard (`training.finite_guard`): a step whose loss or gradient is not finite on any rank is
+skipped on every rank, on the device, without a host sync per step (a warning names its samples once the
+host looks); `nan_patience` such steps in a row stop the run with `TrainingDiverged`, and no checkpoint is
+written right after a skipped step, so the last good one stays untouched. Tasks give a fused optimiser
+(`torch.optim.Adam`/`AdamW` with ``fused=True``), whose kernel does the skipping.
 """
 import logging
 import time
@@ -29,14 +31,11 @@ from tqdm import tqdm
 
 from formats.files import append_jsonl, to_jsonable, write_json_atomic
 from training.checkpoints import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from training.finite_guard import FiniteGuard, supports_device_skip
 from training.runtime import (Runtime, all_ranks_agree, seed_everything, start_runtime, stop_runtime,
                               total_over_ranks, unwrap)
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many non-finite losses or gradients in a row."""
 
 
 @dataclass(kw_only=True)
@@ -135,6 +134,9 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimiser, scheduler = task.optimiser(model, runtime)
+    if not supports_device_skip(optimiser):
+        raise TypeError(f"{type(optimiser).__name__} cannot skip a non-finite step on the device: "
+                        "give the loop a fused Adam or AdamW (fused=True)")
     step = epoch = 0
     if resuming:
         state = load_checkpoint(last)
@@ -164,9 +166,21 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
     loader = task.batches(runtime, step, epoch)
-    bad_in_a_row, last_scalars, replay = 0, {}, task.blank_batch()
+    guard = FiniteGuard(runtime, config.nan_patience)
+    last_scalars, newest, replay = {}, None, task.blank_batch()
     progress = tqdm(total=config.steps, initial=step, unit="step", desc=task.kind, disable=not runtime.is_main)
-    started, samples = time.perf_counter(), 0
+    started, samples, epoch_samples = time.perf_counter(), 0, 0
+
+    def settle() -> bool:
+        """Read the guard's pending verdicts; True when the newest step was good."""
+        nonlocal samples, epoch_samples, replay
+        bad_samples, newest_good = guard.settle(last)
+        samples -= bad_samples
+        epoch_samples -= bad_samples
+        if newest_good and newest is not None:
+            replay = newest
+        return newest_good
+
     train_model.train()
     while step < config.steps and (config.epochs is None or epoch < config.epochs):
         batches, epoch_samples, epoch_started = iter(loader), 0, False
@@ -178,11 +192,13 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                 raise ValueError(f"no training sample could be read from {task.source} (see the warnings)")
             epoch_started = True
             if step_samples == 0:
+                settle()
                 epoch += 1
                 if writer:
                     append_jsonl(run_dir / "log.jsonl", {"step": step, "epoch": epoch, "epoch_samples": epoch_samples})
                 break
             if batch is None:
+                settle()  # replay the newest batch known to be good
                 batch = replay
             else:
                 task.seen(batch)
@@ -196,34 +212,21 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                 train_model = eager_model
                 out = task.losses(train_model, batch, runtime)
             optimiser.zero_grad(set_to_none=True)
-            what, local_finite = "loss", bool(torch.isfinite(out["loss"]))
-            finite = all_ranks_agree(local_finite, runtime)
-            if finite:
-                (out["loss"] * (local_samples * runtime.world_size / step_samples)).backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), config.grad_clip or float("inf"))
-                what, local_finite = "gradient", bool(torch.isfinite(grad_norm))
-                finite = all_ranks_agree(local_finite, runtime)
-            if not finite:
-                optimiser.zero_grad(set_to_none=True)
-                if not local_finite and local_samples:
-                    log.warning("rank %d, step %d: %s not finite, batch skipped; its samples: %s", runtime.rank,
-                                step + 1, what, " ".join(task.sample_names(batch)) or "(unnamed)")
-                bad_in_a_row += 1
-                if bad_in_a_row >= config.nan_patience:
-                    raise TrainingDiverged(
-                        f"loss or gradient was not finite for {bad_in_a_row} steps in a row at step {step}; stopped. "
-                        f"The last good checkpoint is {last} - lower the learning rate or check the data.")
-                continue
-            bad_in_a_row = 0
-            if local_samples:
-                replay = batch
+            (out["loss"] * (local_samples * runtime.world_size / step_samples)).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), config.grad_clip or float("inf"))
+            optimiser.found_inf = guard.judge(out["loss"], grad_norm, local_samples)
             optimiser.step()
             scheduler.step()
             step += 1
             samples += step_samples
             epoch_samples += step_samples
+            if local_samples:
+                newest = batch
+            guard.taken(step, step_samples,
+                        (task.sample_names(batch) or ["(unnamed)"]) if local_samples else [])
             progress.update(1)
             if step % config.log_every == 0 or step == config.steps:
+                settle()
                 last_scalars = {"step": step, **task.scalars(out), "lr": scheduler.get_last_lr()[0],
                                 "grad_norm": float(grad_norm), "samples_per_s": samples / (time.perf_counter() - started)}
                 progress.set_postfix(loss=f"{last_scalars['loss']:.4f}")
@@ -241,8 +244,9 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                         writer.add_scalar(key, value, step)
                     append_jsonl(run_dir / "log.jsonl", {"step": step, **scores})
                     last_scalars.update(scores)
-            if step % config.checkpoint_every == 0:
+            if step % config.checkpoint_every == 0 and settle():  # never right after a skipped step
                 checkpoint()
+    settle()
     checkpoint()
     progress.close()
     if writer:

@@ -81,7 +81,7 @@ def transfer_command(size, **options):
     """Train monocular depth from a backbone the Monodepth2 way (runs under torchrun too)."""
     from training.checkpoints import CheckpointError
     from training.depth.transfer import transfer
-    from training.loop import TrainingDiverged
+    from training.finite_guard import TrainingDiverged
 
     width, height = size
     config = TransferConfig(width_px=width, height_px=height, **fields_of(TransferConfig, options))

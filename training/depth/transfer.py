@@ -208,7 +208,7 @@ class TransferTask(Task):
         return build_model(self.config, load_init=not resuming).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
-        optimiser = torch.optim.Adam(model.parameters(), lr=self.config.lr)
+        optimiser = torch.optim.Adam(model.parameters(), lr=self.config.lr, fused=True)
         milestone = int(self.config.lr_decay_at * self.config.steps)
         return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, [milestone], self.config.lr_decay)
 

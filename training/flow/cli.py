@@ -77,7 +77,7 @@ def pretrain_command(size, **options):
     learning rate follows the global batch."""
     from training.checkpoints import CheckpointError
     from training.flow.pretrain import pretrain
-    from training.loop import TrainingDiverged
+    from training.finite_guard import TrainingDiverged
 
     width, height = size
     config = PretrainConfig(data=DataConfig(width_px=width, height_px=height, **fields_of(DataConfig, options)),

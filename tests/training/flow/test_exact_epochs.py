@@ -101,7 +101,7 @@ def _pretrain_with_one_poisoned_step(rank: int, shards: str, run_dir: str, port:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    logging.getLogger("training.loop").addHandler(logging.FileHandler(Path(run_dir) / f"rank{rank}.log"))
+    logging.getLogger("training.finite_guard").addHandler(logging.FileHandler(Path(run_dir) / f"rank{rank}.log"))
     real, calls = PretrainTask.losses, []
 
     def poisoned(self, *args):

@@ -16,9 +16,9 @@ from formats.files import read_jsonl
 from training.flow.data import DataConfig, train_loader, val_loader
 from training.flow.export import export_backbone
 from training.flow.loss import FlowLossConfig, flow_loss
+from training.finite_guard import TrainingDiverged
 from training.flow.model import GeoPtFlowModel
-from training.flow.pretrain import PretrainConfig, PretrainTask, pretrain, validate
-from training.loop import TrainingDiverged
+from training.flow.pretrain import PretrainConfig, PretrainTask, flow_losses, pretrain, validate
 from training.photometric import photometric_error
 from training.runtime import start_runtime
 from training.shard_stream import expand_shards, parse_mixture
@@ -192,6 +192,45 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(world_
     with pytest.raises(TrainingDiverged, match="not finite for 3 steps"):
         pretrain(tiny_config(world_shards, run, steps=6, resume=True, nan_patience=3))
     assert (run / "last.pt").read_bytes() == good
+
+
+def test_a_skipped_step_leaves_the_weights_as_they_were(world_shards, tmp_path, monkeypatch, caplog):
+    """The guard skips on the device (no host sync per step): a NaN in step 2 of 3 must still not reach
+    the weights or the optimiser's state, and the host must still name the step once it looks."""
+    real, calls = PretrainTask.losses, []
+
+    def poisoned(self, *args):
+        out = real(self, *args)
+        calls.append(1)
+        if len(calls) == 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(PretrainTask, "losses", poisoned)
+    with caplog.at_level(logging.WARNING):
+        result = pretrain(tiny_config(world_shards, tmp_path / "run", steps=3, log_every=3, checkpoint_every=10))
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert result["step"] == state["step"] == 3
+    assert all(torch.isfinite(w).all() for w in state["model"].values())
+    assert {int(s["step"]) for s in state["optimiser"]["state"].values()} == {2}, "the NaN step did not count"
+    assert result["samples"] == 2 * 2, "its samples were taken back out"
+    assert [r.getMessage().split(";")[0] for r in caplog.records if "not finite" in r.getMessage()] == [
+        "rank 0, step 2: loss not finite, batch skipped"]
+
+
+def test_one_loss_over_both_directions_is_the_mean_of_each():
+    torch.manual_seed(0)
+    target, source, _ = world_pair(11, 128, 64)
+    model, runtime = GeoPtFlowModel(), start_runtime("cpu")
+    config = PretrainConfig(data=DataConfig(shards="unused"))
+    with torch.no_grad():
+        both = flow_losses(model, target, source, config, runtime)
+        flows = model(torch.cat([target, source]), torch.cat([source, target]))
+    forward, backward = ({s: f[i:i + 1] for s, f in flows.items()} for i in (0, 1))
+    each = [flow_loss(target, source, forward, None, config.loss), flow_loss(source, target, backward, None, config.loss)]
+    for key in ("loss", "photometric", "smoothness", "excluded"):
+        assert float(both[key]) == pytest.approx(0.5 * float(each[0][key] + each[1][key]), rel=1e-5)
+    assert torch.allclose(both["flow"], forward[0].detach())
 
 
 def test_exported_backbone_loads_into_stock_torchvision(world_shards, tmp_path):
