@@ -125,6 +125,19 @@ def train(task: Task, config: LoopConfig) -> dict:
         stop_runtime()
 
 
+def _load_optimiser_state(optimiser: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimiser state and keep the optimiser fused: a state saved unfused (before the loop
+    required fused optimisers) would switch it back off, and the device-side skip with it."""
+    fused = [group.get("fused") for group in optimiser.param_groups]
+    optimiser.load_state_dict(state)
+    for group, flag in zip(optimiser.param_groups, fused):
+        group["fused"] = flag
+        for param in group["params"]:
+            step = optimiser.state.get(param, {}).get("step")
+            if flag and torch.is_tensor(step):
+                optimiser.state[param]["step"] = step.to(dtype=torch.float32, device=param.device)
+
+
 def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     run_dir = Path(config.run_dir)
     last = run_dir / "last.pt"
@@ -141,7 +154,7 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     if resuming:
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
+        _load_optimiser_state(optimiser, state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch = state["step"], state.get("epoch", 0)
         restore_rng_state(state["rng"])

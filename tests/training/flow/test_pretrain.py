@@ -218,6 +218,21 @@ def test_a_skipped_step_leaves_the_weights_as_they_were(world_shards, tmp_path, 
         "rank 0, step 2: loss not finite, batch skipped"]
 
 
+def test_a_run_saved_with_an_unfused_optimiser_resumes_and_still_skips_on_the_device(world_shards, tmp_path,
+                                                                                    monkeypatch):
+    run = tmp_path / "run"
+    pretrain(tiny_config(world_shards, run, steps=2))
+    state = torch.load(run / "last.pt", weights_only=False)
+    for group in state["optimiser"]["param_groups"]:
+        group["fused"] = None  # as checkpoints of earlier versions were saved
+    torch.save(state, run / "last.pt")
+    real = PretrainTask.losses
+    poisoned = lambda self, *args: (lambda out: {**out, "loss": out["loss"] * float("nan")})(real(self, *args))
+    monkeypatch.setattr(PretrainTask, "losses", poisoned)
+    with pytest.raises(TrainingDiverged):
+        pretrain(tiny_config(world_shards, run, steps=4, resume=True, nan_patience=2))
+
+
 def test_one_loss_over_both_directions_is_the_mean_of_each():
     torch.manual_seed(0)
     target, source, _ = world_pair(11, 128, 64)
