@@ -4,7 +4,9 @@
 #   bash bench/gpu_check.sh prepare   # here, once: wheels and a static ffmpeg into .gpu/ (ignored by git)
 #   bash bench/gpu_check.sh flow      # there: does pretraining learn flow at 640x192 and 1024x320? (~7 min)
 #   bash bench/gpu_check.sh claim     # there: python bench/geopt_vs_scratch.py --budget gpu (~9 min)
-#   bash bench/gpu_check.sh smoke     # here: both at tiny size on the CPU, to test this script first
+#   bash bench/gpu_check.sh speed     # there: pretraining speed per batch and speed-up, and the same learning (~8 min)
+#   bash bench/gpu_check.sh md2       # there: transfer beside Monodepth2's own trainer (~4 min; carry .cache/monodepth2)
+#   bash bench/gpu_check.sh smoke     # here: all of them at tiny size on the CPU, to test this script first
 #
 # The GPU image has torch, torchvision, opencv and tensorboard but not webdataset, braceexpand, ffmpeg-python,
 # yt-dlp, scenedetect, nor an ffmpeg binary: `prepare` downloads their Python 3.12 wheels and the static
@@ -13,7 +15,7 @@
 # Logs and results go to $OUT (default runs/gpu_check); figures print as they come.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CHECK=${1:?usage: bash bench/gpu_check.sh prepare|flow|claim|smoke}
+CHECK=${1:?usage: bash bench/gpu_check.sh prepare|flow|claim|speed|md2|smoke}
 OUT=${OUT:-runs/gpu_check}
 KIT=.gpu
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 OMP_WAIT_POLICY=PASSIVE
@@ -69,14 +71,30 @@ claim() {
         --out "$OUT/claim" 2>&1 | tee "$OUT/claim.log"
 }
 
+speed() {  # issue 17: each speed-up measured alone, then whether all of them together learn the same
+    $PY bench/pretrain.py --size "${SIZE:-640x192}" --batch-size "${BATCHES:-16,64}" --variants "${VARIANTS:-default,compile}" \
+        --steps "${STEPS:-60}" --workers "${WORKERS:-12}" 2>&1 | tee "$OUT/pretrain_speed.log"
+    $PY bench/same_learning.py --size "${SIZE:-640x192}" --steps "${LEARN_STEPS:-300}" --batch-size "${BATCH:-16}" \
+        --drives "${DRIVES:-16}" --workers "${LEARN_WORKERS:-6}" --out "$OUT/same_learning" 2>&1 | tee "$OUT/same_learning.log"
+}
+
+md2() {  # issue 17: Monodepth2's trainer.py vs geopt-train transfer (KITTI PNGs, and shards at the training size)
+    $PY bench/transfer_vs_monodepth2.py --steps "${MD2_STEPS:-150}" --batch-size "${MD2_BATCH:-12}" \
+        --workers "${WORKERS:-12}" --out "$OUT/md2" 2>&1 | tee "$OUT/md2.log"
+}
+
 mkdir -p "$OUT"
 case "$CHECK" in
     prepare) prepare ;;
     flow) setup_there; flow ;;
     claim) setup_there; claim ;;
+    speed) setup_there; speed ;;
+    md2) setup_there; md2 ;;
     smoke)  # the same functions at tiny size on this machine's CPU
         PY=${PYTHON:-.venv/bin/python}
         STEPS640=4 STEPS1024=3 BATCH=2 DRIVES=2 SAMPLES=3 WORKERS=1 SIZE640=128x64 SIZE1024=192x64 flow
-        BUDGET=tiny DEVICE=cpu claim ;;
-    *) echo "unknown check $CHECK: prepare, flow, claim or smoke" >&2; exit 2 ;;
+        BUDGET=tiny DEVICE=cpu claim
+        SIZE=128x64 BATCHES=2 VARIANTS=default STEPS=4 WORKERS=1 LEARN_STEPS=6 BATCH=2 DRIVES=2 LEARN_WORKERS=1 speed
+        MD2_STEPS=6 MD2_BATCH=2 WORKERS=1 md2 ;;
+    *) echo "unknown check $CHECK: prepare, flow, claim, speed, md2 or smoke" >&2; exit 2 ;;
 esac

@@ -1,32 +1,43 @@
-"""Pretraining benchmark: is the loader ever the limit?
+"""Pretraining speed: the loader alone, the model alone, both together, in one run and at the same size.
 
-    python bench/pretrain.py                    # CPU here; unchanged on CUDA (bf16, channels_last)
-    python bench/pretrain.py --batch-size 8 --steps 10 --size 640x192
+    python bench/pretrain.py                                  # CPU here: 640x192, batch 4
+    python bench/pretrain.py --batch-size 16,64 --variants default,compile --steps 60 --workers 12   # a GPU
 
-Measures, in one run and at the same batch and size: the loader alone (samples/s), model steps on
-in-memory tensors (forward + backward + AdamW, samples/s), and the real loop fed by the loader. Goal
-(issue 5): end-to-end >= 0.9x model-only. Shards come from mining the real clip in ../shared/media
-(looped to a minute) or, without it, from world videos.
+Both model-only and end to end run the real training loop (`training.loop.train`: guard, logging,
+scheduler), model-only on one in-memory batch served endlessly, end to end on the loader. A rate is the
+steady state: samples/s from step SKIP to the last, so start-up, compilation and loader spin-up stay out.
+Each variant changes one thing against the default (bf16 autocast and channels_last on CUDA, float32 on
+the CPU): `compile` (torch.compile), `fp32` (no autocast). Per batch size and variant it prints samples/s
+(loader, model only, end to end and its ratio to model only; goal >= 0.9x), model FLOPs per sample
+(forward + backward, both flow directions), the share of a bf16 (CUDA) or float32 (CPU) matrix-product
+peak measured in the same run, and the peak memory. Shards come from mining the real clip in
+../shared/media (looped to a minute) or, without it, from world videos; `--shards` reuses others.
 """
 import argparse
+import itertools
+import os
 import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from training.flow.data import DataConfig, train_loader  # noqa: E402
 from training.flow.model import GeoPtFlowModel  # noqa: E402
-from training.flow.pretrain import PretrainConfig, flow_losses, to_input  # noqa: E402
+from training.flow.pretrain import PretrainConfig, PretrainTask, flow_losses, pretrain, to_input  # noqa: E402
+from training.loop import train  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
-from timing import loader_samples_per_s, matmul_peak_tflops, peak_memory_gib, step_flops  # noqa: E402
+from timing import (loader_samples_per_s, matmul_peak_tflops, peak_memory_gib, reset_peak_memory,  # noqa: E402
+                    steady_samples_per_s, step_flops)
 
 REAL_CLIP = ROOT.parent / "shared" / "media" / "drive_udacity_solidWhiteRight_960x540.mp4"
+VARIANTS = {"default": {}, "compile": {"compile": True}, "fp32": {"precision": "fp32"}}
 
 
 def make_shards(folder: Path) -> Path:
@@ -43,67 +54,87 @@ def make_shards(folder: Path) -> Path:
     return folder / "shards"
 
 
-def timed_steps(model, optimiser, batches, config, runtime, steps: int) -> float:
-    """Samples/s over `steps` optimiser steps after one warm-up step; `batches` yields (target, source)."""
-    iterator = iter(batches)
-    for i in range(steps + 1):
-        if i == 1:
-            start = time.perf_counter()
-        target, source = next(iterator)
-        target, source = to_input(target, runtime), to_input(source, runtime)
-        out = flow_losses(model, target, source, config, runtime)
-        optimiser.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimiser.step()
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * target.shape[0] / (time.perf_counter() - start)
+class InMemoryTask(PretrainTask):
+    """Pretraining on one batch served endlessly: the model's rate, free of the loader."""
+
+    def __init__(self, config: PretrainConfig, batch):
+        super().__init__(config)
+        self.batch = batch
+
+    def batches(self, runtime, step, epoch):
+        self.source_names = ["memory"]
+        self.source_counts = torch.zeros(1)
+        return itertools.repeat(self.batch)
+
+
+def measure(config: PretrainConfig, batch, skip: int) -> dict:
+    """Model-only and end-to-end steady rates of one configuration, its FLOPs per sample and peak memory."""
+    runtime = start_runtime(config.device, config.precision)
+    reset_peak_memory(runtime.device)
+    model_only = replace(config, run_dir=config.run_dir / "model_only")
+    train(InMemoryTask(model_only, batch), model_only)
+    end_to_end = replace(config, run_dir=config.run_dir / "end_to_end")
+    pretrain(end_to_end)
+    steps, size = config.steps, config.data.batch_size
+    rates = {name: steady_samples_per_s(c.run_dir / "log.jsonl", skip, steps, size)
+             for name, c in (("model_only", model_only), ("end_to_end", end_to_end))}
+    model = GeoPtFlowModel().to(runtime.device)
+    frames = [to_input(f, runtime) for f in batch[:2]]
+    flops = step_flops(lambda: flow_losses(model, *frames, config, runtime)["loss"].backward()) / size
+    return {**rates, "flops_per_sample": flops, "peak_memory_gib": peak_memory_gib(runtime.device),
+            "device": runtime.device}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="640x192", help="training size WIDTHxHEIGHT")
-    parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    parser.add_argument("--batch-size", default="4", help="pairs per step; a comma list measures each")
+    parser.add_argument("--variants", default="default", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--steps", type=int, default=10, help="steps per run, the first --skip untimed")
+    parser.add_argument("--skip", type=int, default=None, help="untimed first steps (default: a fifth, at least 2)")
     parser.add_argument("--workers", type=int, default=2, help="loader processes")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
     parser.add_argument("--shards", default=None, help="existing shards to read (default: mine fresh ones)")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
-    runtime = start_runtime()
+    batch_sizes = [int(b) for b in args.batch_size.split(",")]
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        sys.exit(f"unknown variant(s) {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
+    skip = args.skip if args.skip is not None else max(2, args.steps // 5)
+    if args.steps <= skip:
+        sys.exit(f"--steps must exceed the untimed first {skip} steps")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or str(make_shards(Path(tmp)))
-        data = DataConfig(shards=shards, width_px=width, height_px=height, batch_size=args.batch_size,
-                          workers=args.workers, batches_per_epoch=10_000)
-        config = PretrainConfig(data=data)
+        for batch_size in batch_sizes:
+            data = DataConfig(shards=shards, width_px=width, height_px=height, batch_size=batch_size,
+                              workers=args.workers, batches_per_epoch=10_000)
+            loader_rate = loader_samples_per_s(iter(train_loader(data)[0]), batch_size)
+            batch = next(iter(train_loader(replace(data, workers=0))[0]))
+            for variant in variants:
+                config = PretrainConfig(data=data, run_dir=Path(tmp) / f"b{batch_size}_{variant}", steps=args.steps,
+                                        warmup_steps=1, log_every=skip, image_every=10**9, checkpoint_every=10**9,
+                                        device=args.device, **VARIANTS[variant])
+                torch.manual_seed(0)
+                rows.append({"batch": batch_size, "variant": variant, "loader": loader_rate,
+                             **measure(config, batch, skip)})
+                print_row(rows[-1], flush=True)
+        device = rows[-1]["device"]
+        peak = matmul_peak_tflops(device)
+    print(f"\n{device}, {width}x{height}, {args.workers} loader workers, {args.steps} steps per run (first {skip} "
+          f"untimed); matrix-product peak here {peak:.1f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'float32'})")
+    for row in rows:
+        print_row(row, peak)
 
-        loader_rate = loader_samples_per_s(iter(train_loader(data)[0]), args.batch_size)
 
-        torch.manual_seed(0)
-        model = GeoPtFlowModel().to(runtime.device)
-        if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        fixed = (torch.randint(0, 255, (args.batch_size, 3, height, width), dtype=torch.uint8),) * 2
-
-        def in_memory():
-            while True:
-                yield fixed
-
-        model_rate = timed_steps(model, optimiser, in_memory(), config, runtime, args.steps)
-        end_to_end = timed_steps(model, optimiser, (b[:2] for b in train_loader(data)[0]), config, runtime,
-                                 args.steps)
-        flops = step_flops(lambda: flow_losses(model, *(to_input(f, runtime) for f in fixed), config, runtime)[
-            "loss"].backward()) / args.batch_size
-        peak = matmul_peak_tflops(runtime.device)
-    print(f"device {runtime.device}, {width}x{height}, batch {args.batch_size}, {args.workers} loader workers")
-    print(f"loader alone: {loader_rate:.1f} samples/s")
-    print(f"model only (in-memory batches): {model_rate:.2f} samples/s")
-    print(f"end to end (loader + model): {end_to_end:.2f} samples/s = {end_to_end / model_rate:.2f}x model-only "
-          f"(goal >= 0.9x)")
-    print(f"model FLOPs: {flops / 1e9:.1f} GFLOP per sample (forward + backward, both flow directions); "
-          f"{flops * end_to_end / 1e12:.2f} TFLOP/s end to end = {flops * end_to_end / 1e12 / peak:.1%} of the "
-          f"{peak:.1f} TFLOP/s a plain matrix product reaches here")
-    print(f"peak memory: {peak_memory_gib(runtime.device):.2f} GiB ({'GPU' if runtime.device.type == 'cuda' else 'RSS'})")
+def print_row(row: dict, peak: float | None = None, flush: bool = False) -> None:
+    tflops = row["flops_per_sample"] * row["end_to_end"] / 1e12
+    share = f" = {tflops / peak:.1%} of peak" if peak else ""
+    print(f"batch {row['batch']:>3} {row['variant']:<8} loader {row['loader']:8.1f} | model only "
+          f"{row['model_only']:8.2f} | end to end {row['end_to_end']:8.2f} samples/s "
+          f"({row['end_to_end'] / row['model_only']:.2f}x model-only) | {row['flops_per_sample'] / 1e9:.1f} "
+          f"GFLOP/sample, {tflops:.2f} TFLOP/s{share} | peak memory {row['peak_memory_gib']:.2f} GiB", flush=flush)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,23 @@ def peak_memory_gib(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak_memory(device) -> None:
+    """Start a new GPU memory peak (the CPU's resident peak cannot be reset: it covers the process)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def steady_samples_per_s(log_jsonl, skip: int, steps: int, batch: int) -> float:
+    """Samples/s between steps `skip` and `steps` of a training run, from the cumulative samples_per_s the
+    loop logs (both steps must have been logged): start-up before `skip` is left out."""
+    import json
+    from pathlib import Path
+
+    rows = {row["step"]: row for row in map(json.loads, Path(log_jsonl).read_text().splitlines())
+            if "samples_per_s" in row}
+    elapsed_s = {s: s * batch / rows[s]["samples_per_s"] for s in (skip, steps)}
+    return (steps - skip) * batch / (elapsed_s[steps] - elapsed_s[skip])

@@ -181,7 +181,8 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     loader = task.batches(runtime, step, epoch)
     guard = FiniteGuard(runtime, config.nan_patience)
     last_scalars, newest, replay = {}, None, task.blank_batch()
-    progress = tqdm(total=config.steps, initial=step, unit="step", desc=task.kind, disable=not runtime.is_main)
+    progress = tqdm(total=config.steps, initial=step, unit="step", desc=task.kind,  # TQDM_DISABLE=1 silences it
+                    **({} if runtime.is_main else {"disable": True}))
     started, samples, epoch_samples = time.perf_counter(), 0, 0
 
     def settle() -> bool:
