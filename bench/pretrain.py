@@ -8,7 +8,8 @@ scheduler), model-only on one in-memory batch served endlessly, end to end on th
 steady state: samples/s from step SKIP to the last, so start-up, compilation and loader spin-up stay out.
 Each variant changes one thing against the default (bf16 autocast and channels_last on CUDA, float32 on
 the CPU): `compile` (torch.compile), `fp32` (no autocast). Per batch size and variant it prints samples/s
-(loader, model only, end to end and its ratio to model only; goal >= 0.9x), model FLOPs per sample
+(loader, model only, end to end and its ratio to model only; goal >= 0.9x), the loss alone per step
+(forward + backward on fixed flows: its share of a model-only step), model FLOPs per sample
 (forward + backward, both flow directions), the share of a bf16 (CUDA) or float32 (CPU) matrix-product
 peak measured in the same run, and the peak memory. Shards come from mining the real clip in
 ../shared/media (looped to a minute) or, without it, from world videos; `--shards` reuses others.
@@ -19,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from training.flow.pretrain import PretrainConfig, PretrainTask, flow_losses, pr
 from training.loop import train  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
 from timing import (loader_samples_per_s, matmul_peak_tflops, peak_memory_gib, reset_peak_memory,  # noqa: E402
-                    steady_samples_per_s, step_flops)
+                    steady_samples_per_s, step_flops, synchronize)
 
 REAL_CLIP = ROOT.parent / "shared" / "media" / "drive_udacity_solidWhiteRight_960x540.mp4"
 VARIANTS = {"default": {}, "compile": {"compile": True}, "fp32": {"precision": "fp32"}}
@@ -67,6 +69,31 @@ class InMemoryTask(PretrainTask):
         return itertools.repeat(self.batch)
 
 
+class FixedFlows(torch.nn.Module):
+    """Stands in for the model: the same multi-scale flows (as parameters) whatever the frames."""
+
+    def __init__(self, pairs: int, height_px: int, width_px: int, device):
+        super().__init__()
+        self.flows = torch.nn.ParameterDict({str(s): torch.nn.Parameter(torch.randn(
+            2 * pairs, 2, height_px >> s, width_px >> s, device=device)) for s in range(4)})
+
+    def forward(self, target, source):
+        return {int(s): f for s, f in self.flows.items()}
+
+
+def loss_seconds(config: PretrainConfig, frames, runtime, repeats: int = 5) -> float:
+    """Median seconds of the loss alone per step (both directions, every scale, forward + backward)."""
+    flows = FixedFlows(frames[0].shape[0], *frames[0].shape[-2:], runtime.device)
+    seconds = []
+    for _ in range(repeats + 1):
+        synchronize(runtime.device)
+        started = time.perf_counter()
+        flow_losses(flows, *frames, config, runtime)["loss"].backward()
+        synchronize(runtime.device)
+        seconds.append(time.perf_counter() - started)
+    return sorted(seconds[1:])[repeats // 2]
+
+
 def measure(config: PretrainConfig, batch, skip: int) -> dict:
     """Model-only and end-to-end steady rates of one configuration, its FLOPs per sample and peak memory."""
     runtime = start_runtime(config.device, config.precision)
@@ -81,7 +108,7 @@ def measure(config: PretrainConfig, batch, skip: int) -> dict:
     model = GeoPtFlowModel().to(runtime.device)
     frames = [to_input(f, runtime) for f in batch[:2]]
     flops = step_flops(lambda: flow_losses(model, *frames, config, runtime)["loss"].backward()) / size
-    return {**rates, "flops_per_sample": flops, "peak_memory_gib": peak_memory_gib(runtime.device),
+    return {**rates, "loss_s": loss_seconds(config, frames, runtime), "flops_per_sample": flops, "peak_memory_gib": peak_memory_gib(runtime.device),
             "device": runtime.device}
 
 
@@ -133,7 +160,8 @@ def print_row(row: dict, peak: float | None = None, flush: bool = False) -> None
     share = f" = {tflops / peak:.1%} of peak" if peak else ""
     print(f"batch {row['batch']:>3} {row['variant']:<8} loader {row['loader']:8.1f} | model only "
           f"{row['model_only']:8.2f} | end to end {row['end_to_end']:8.2f} samples/s "
-          f"({row['end_to_end'] / row['model_only']:.2f}x model-only) | {row['flops_per_sample'] / 1e9:.1f} "
+          f"({row['end_to_end'] / row['model_only']:.2f}x model-only) | loss alone {row['loss_s'] * 1e3:.0f} ms/step = "
+          f"{row['loss_s'] * row['model_only'] / row['batch']:.0%} of a step | {row['flops_per_sample'] / 1e9:.1f} "
           f"GFLOP/sample, {tflops:.2f} TFLOP/s{share} | peak memory {row['peak_memory_gib']:.2f} GiB", flush=flush)
 
 

@@ -75,6 +75,7 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
         visible = torch.ones_like(target[:, :1])
     total = photometric_sum = smooth_sum = excluded_sum = 0.0
     warped = mask = None
+    exit_costs: dict[tuple, torch.Tensor] = {}  # per scored size: scales scored at full size share one
     for scale, flow in sorted(flows.items()):
         scored = _flow_where_scored(flow, full_size, config.pyramid)
         size = scored.shape[-2:]
@@ -87,9 +88,12 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
             back = _flow_where_scored(backward_flows[scale], full_size, config.pyramid)
             mask_s = mask_s * forward_backward_mask(scored.detach(), back.detach())
         error = photometric_error(warped_s, target_s)
-        exit_cost = torch.full_like(error, config.occlusion_penalty)
-        if config.exit_costs_standing_still:
-            exit_cost = torch.maximum(exit_cost, photometric_error(source_s, target_s).detach())
+        if tuple(size) not in exit_costs:
+            with torch.no_grad():
+                exit_costs[tuple(size)] = (photometric_error(source_s, target_s).clamp(min=config.occlusion_penalty)
+                                           if config.exit_costs_standing_still
+                                           else torch.full_like(error, config.occlusion_penalty))
+        exit_cost = exit_costs[tuple(size)]
         visible_count = visible_s.sum().clamp(min=1)
         photometric = ((error * mask_s + exit_cost * (1 - mask_s)) * visible_s).sum() / visible_count
         image_s = F.interpolate(target, size=flow.shape[-2:], mode="area") if scale else target
