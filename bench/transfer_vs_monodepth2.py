@@ -15,11 +15,14 @@ an epoch of Monodepth2 is exactly `--steps` steps:
    kitti --width 640 --stride 1`: JPEGs already at the training size, instead of three 1242x375 PNGs
    decoded and resized per sample. The import's time is printed apart (it is paid once).
 
+Beside each GeoPt run, its loader alone (same workers, no model): which input path can feed which GPU.
+
 A rate is the steady state: samples/s from step SKIP to the last, so start-up, loader spin-up and the
 batches queued meanwhile stay out. Prints one line per run with its ratio to Monodepth2, and writes
 OUT/summary.json and each run's log.
 """
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -29,9 +32,12 @@ from pathlib import Path
 
 import torch
 
-from timing import steady_samples_per_s
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import loader_samples_per_s, steady_samples_per_s  # noqa: E402
+from training.depth.data import training_batches  # noqa: E402
+from training.depth.transfer import TransferConfig  # noqa: E402
 DEFAULT_CHECKOUT = ROOT / ".cache" / "monodepth2"
 SPLIT = "geopt_bench"
 KITTI_SIZE = "1242x375"
@@ -85,6 +91,15 @@ def shadow_checkout(checkout: Path, kitti: Path, work: Path) -> Path:
     return shadow
 
 
+@functools.cache
+def loader_rate(data: str, batch_size: int, workers: int, batches: int) -> float:
+    """GeoPt's transfer loader alone on `data` (samples/s over `batches` batches): what decoding and resizing
+    cost without a model."""
+    config = TransferConfig(data=data, split=SPLIT, run_dir=Path("unused"), mode="M", width_px=640, height_px=192,
+                            batch_size=batch_size, workers=workers, steps=1)
+    return loader_samples_per_s(training_batches(config.loader_config()), batch_size, count=batches)
+
+
 def geopt_rate(name: str, data: str, args, skip: int, precision: str, work: Path, out: Path) -> dict:
     run_dir = work / name
     command = [sys.executable, "-m", "training.cli", "transfer", "--data", data, "--mode", "M", "--init", "scratch",
@@ -96,7 +111,8 @@ def geopt_rate(name: str, data: str, args, skip: int, precision: str, work: Path
     started = time.perf_counter()
     run(command, out / f"{name}.log", env={**os.environ, "TQDM_DISABLE": "1"})
     rate = steady_samples_per_s(run_dir / "log.jsonl", skip, args.steps, args.batch_size)
-    return {"trainer": name, "precision": precision, "samples_per_s": rate, "wall_s": time.perf_counter() - started}
+    return {"trainer": name, "precision": precision, "samples_per_s": rate, "wall_s": time.perf_counter() - started,
+            "loader_samples_per_s": loader_rate(data, args.batch_size, args.workers, max(5, min(40, args.steps)))}
 
 
 def main() -> None:
@@ -175,7 +191,8 @@ def main() -> None:
     print("\n" + header)
     for r in results:
         data = "shards at 640 px" if "shards" in r["trainer"] else "KITTI PNGs 1242x375"
-        extra = f"; import once: {r['import_s']:.0f} s" if "import_s" in r else ""
+        extra = f"; its loader alone {r['loader_samples_per_s']:.1f}" if "loader_samples_per_s" in r else ""
+        extra += f"; import once: {r['import_s']:.0f} s" if "import_s" in r else ""
         print(f"  {r['trainer'].split('_')[0]:<10} {r['precision']:<5} {data:<20} {r['samples_per_s']:8.2f} samples/s "
               f"= {r['samples_per_s'] / md2:5.2f}x Monodepth2{extra}")
     (args.out / "summary.json").write_text(json.dumps({"setup": header, "runs": results}, indent=1) + "\n")
