@@ -180,18 +180,19 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
     loader = task.batches(runtime, step, epoch)
     guard = FiniteGuard(runtime, config.nan_patience)
-    last_scalars, newest, replay = {}, None, task.blank_batch()
+    last_scalars, newest, newest_step, replay = {}, None, -1, task.blank_batch()
     progress = tqdm(total=config.steps, initial=step, unit="step", desc=task.kind,  # TQDM_DISABLE=1 silences it
                     **({} if runtime.is_main else {"disable": True}))
     started, samples, epoch_samples = time.perf_counter(), 0, 0
 
     def settle() -> bool:
-        """Read the guard's pending verdicts; True when the newest step was good."""
+        """Read the guard's pending verdicts; True when the newest step was good. A batch becomes the one to
+        replay only once its own step is known good."""
         nonlocal samples, epoch_samples, replay
         bad_samples, newest_good = guard.settle(last)
         samples -= bad_samples
         epoch_samples -= bad_samples
-        if newest_good and newest is not None:
+        if newest_good and newest_step == step:
             replay = newest
         return newest_good
 
@@ -235,7 +236,7 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
             samples += step_samples
             epoch_samples += step_samples
             if local_samples:
-                newest = batch
+                newest, newest_step = batch, step
             guard.taken(step, step_samples,
                         (task.sample_names(batch) or ["(unnamed)"]) if local_samples else [])
             progress.update(1)
