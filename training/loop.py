@@ -69,6 +69,9 @@ class Task:
     """Samples per batch per process (for the logged global batch)."""
     source: str
     """What the batches are read from, for messages."""
+    step: int = 0
+    """The loop's step count before the step being scored; set before each call to `losses`, so a task
+    whose step depends on the schedule (a curriculum) knows where it is, also after a resume."""
 
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
         """The model on `runtime.device`; from its initial weights unless `resuming` (then they are loaded)."""
@@ -217,6 +220,7 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                 batch = replay
             else:
                 task.seen(batch)
+            task.step = step
             try:
                 out = task.losses(train_model, batch, runtime)
             except Exception as error:  # torch.compile fails at the first call where it cannot run
