@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,14 +33,33 @@ from training.flow.loss import FlowLossConfig  # noqa: E402
 from training.flow.pretrain import PretrainConfig, pretrain  # noqa: E402
 from world.shards import write_world_shards  # noqa: E402
 
+@dataclass(frozen=True)
+class Variant:
+    """One way to pretrain: a loss, and optionally a curriculum (a fraction of the steps in its first stage)."""
+    loss: FlowLossConfig
+    half_size_share: float = 0.0
+    """Share of the steps trained at half size first (`PretrainConfig.half_size_steps`)."""
+    short_gap_share: float = 0.0
+    """Share of the steps trained on neighbouring frames before pairs two frames apart (twice the rate)."""
+
+
+PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
 VARIANTS = {
-    "flat_exit": FlowLossConfig(exit_costs_standing_still=False),
-    "default": FlowLossConfig(),
-    "pyramid": FlowLossConfig(pyramid=True),
-    "fb_check": FlowLossConfig(occlusion_masking=True),
+    "flat_exit": Variant(FlowLossConfig(exit_costs_standing_still=False)),
+    "default": Variant(FlowLossConfig()),
+    "fb_check": Variant(FlowLossConfig(occlusion_masking=True)),
+    "pyramid": Variant(FlowLossConfig(pyramid=True)),
+    "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
+    "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
+    "pyramid_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2),
+    "res_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, half_size_share=1 / 3),
+    "gap_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, short_gap_share=1 / 3),
 }
 """Loss variants by name. `flat_exit` is the loss before the 640x192 fix (each pixel out of view costs a
-flat 0.1); `default` is today's (`FlowLossConfig()`); `pyramid` scores coarse scales on downsampled images."""
+flat 0.1); `default` is the loss of 2026-12-04 (`FlowLossConfig()` then); `pyramid` scores coarse scales on
+downsampled images; `census` compares census transforms instead of SSIM + L1; `smooth2` takes second-order
+smoothness at 1/4 size instead of first-order at every scale; the curricula start at half size, or on
+pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart)."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric")
 
 
@@ -91,13 +111,24 @@ def main() -> None:
         zero = zero_flow_epe_px(val, args.size)
         print(f"{args.size} at {args.fps:g} Hz: predicting no motion scores EPE {zero:.2f} px on the unseen drives",
               flush=True)
-        configs = [(name, PretrainConfig(
-            data=DataConfig(shards=str(train / "*.tar"), width_px=width, height_px=height,
-                            batch_size=args.batch_size, workers=args.workers),
-            run_dir=tmp / name, val_shards=str(val), steps=args.steps, warmup_steps=max(1, args.steps // 20),
-            val_every=max(1, args.steps // 8), log_every=max(1, args.steps // 40), checkpoint_every=10**9,
-            image_every=10**9, device=args.device, lr=args.lr, loss=VARIANTS[name]),
-            max(1, (os.cpu_count() or 1) // args.jobs)) for name in names]
+        if any(VARIANTS[n].short_gap_share for n in names):
+            write_world_shards(tmp / "train_2x", args.drives, args.samples, 300, **{**render, "frame_rate_hz": 2 * args.fps},
+                               frames_per_sample=5)
+        configs = []
+        for name in names:
+            variant = VARIANTS[name]
+            config = PretrainConfig(
+                data=DataConfig(shards=str(train / "*.tar"), width_px=width, height_px=height,
+                                batch_size=args.batch_size, workers=args.workers),
+                run_dir=tmp / name, val_shards=str(val), steps=args.steps, warmup_steps=max(1, args.steps // 20),
+                val_every=max(1, args.steps // 8), log_every=max(1, args.steps // 40), checkpoint_every=10**9,
+                image_every=10**9, device=args.device, lr=args.lr, loss=variant.loss,
+                half_size_steps=round(variant.half_size_share * args.steps))
+            if variant.short_gap_share:
+                gap_steps = round(variant.short_gap_share * args.steps)
+                config = replace(config, short_gap_steps=gap_steps, data=replace(
+                    config.data, shards=str(tmp / "train_2x" / "*.tar"), frame_gap=2, batches_per_epoch=gap_steps))
+            configs.append((name, config, max(1, (os.cpu_count() or 1) // args.jobs)))
         # Not a multiprocessing.Pool: its daemonic workers may not start the runs' loader processes.
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             runs = list(pool.map(train_variant, *zip(*configs)))

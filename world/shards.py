@@ -25,12 +25,15 @@ FRAME_RATE_HZ = 10.0
 
 
 def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, height_px: int = 192,
-                      jpeg_quality: int = 92, frame_rate_hz: float = FRAME_RATE_HZ) -> int:
-    """`samples` non-overlapping triplets of drive `seed` at `frame_rate_hz` into one shard; returns the
-    sample count. A lower rate means longer displacements between frames (5 Hz at 320x96 moves pixels as
-    far as 10 Hz at 640x192)."""
+                      jpeg_quality: int = 92, frame_rate_hz: float = FRAME_RATE_HZ, frames_per_sample: int = 3) -> int:
+    """`samples` runs of `frames_per_sample` consecutive frames (odd; runs share only their end frames) of
+    drive `seed` at `frame_rate_hz` into one shard; returns the sample count. A lower rate means longer
+    displacements between frames (5 Hz at 320x96 moves pixels as far as 10 Hz at 640x192); the flow
+    stored is from the middle frame to the next."""
+    assert frames_per_sample % 2 == 1 and frames_per_sample >= 3, frames_per_sample
     camera = PinholeCamera.kitti_like(width_px, height_px)
-    frame_count = 2 * samples + 1
+    run = frames_per_sample - 1
+    frame_count = run * samples + 1
     drive = Drive(DriveSpec(seed=seed, duration_s=frame_count / frame_rate_hz + 1.0))
     renderer = Renderer(drive.scene, camera)
     times_s = np.arange(frame_count) / frame_rate_hz
@@ -40,8 +43,9 @@ def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, 
     video_id = f"world-{seed}"
     with atomic_path(Path(path)) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
         for i in range(samples):
-            indices = [2 * i, 2 * i + 1, 2 * i + 2]
-            flow = flow_between(frames[indices[1]].depth_m, poses[indices[1]], poses[indices[2]], camera)
+            indices = list(range(run * i, run * i + frames_per_sample))
+            middle = indices[run // 2]
+            flow = flow_between(frames[middle].depth_m, poses[middle], poses[middle + 1], camera)
             buffer = io.BytesIO()
             np.save(buffer, flow.astype(np.float32))
             meta = SampleMeta(video_id=video_id, source_url=f"world:seed={seed}", frame_indices=indices,
@@ -57,11 +61,12 @@ def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, 
 
 def write_world_shards(out_dir: Path, drives: int, samples: int, first_seed: int, width_px: int = 640,
                        height_px: int = 192, frame_rate_hz: float = FRAME_RATE_HZ, workers: int = 1,
-                       progress: Callable[[int], None] | None = None) -> list[Path]:
+                       progress: Callable[[int], None] | None = None, frames_per_sample: int = 3) -> list[Path]:
     """Drives `first_seed` .. `first_seed + drives - 1` as OUT/0000.tar, 0001.tar, ... (`write_world_shard`),
     `workers` drives rendered side by side; `progress(1)` after each. Returns the shard paths."""
     paths = [Path(out_dir) / f"{i:04d}.tar" for i in range(drives)]
-    jobs = [(path, first_seed + i, samples, width_px, height_px, 92, frame_rate_hz) for i, path in enumerate(paths)]
+    jobs = [(path, first_seed + i, samples, width_px, height_px, 92, frame_rate_hz, frames_per_sample)
+            for i, path in enumerate(paths)]
     with contextlib.ExitStack() as stack:
         if workers > 1:
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))

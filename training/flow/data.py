@@ -48,6 +48,10 @@ class DataConfig:
     """Colour jitter strength (`training.augment`), Monodepth2's 0.2."""
     flip: bool = True
     min_crop_fraction: float = 0.8
+    frame_gap: int = 1
+    """Frames between target and source in training pairs: the middle frame and the one `frame_gap`
+    before or after it, so samples need 2 * frame_gap + 1 frames (`geopt-mine shard --frames`). Validation
+    pairs are always the middle and the next frame, where the true flow is known."""
     seed: int = 0
 
 
@@ -91,12 +95,13 @@ class PairAugment:
         return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
 
     def __call__(self, sample: dict) -> tuple:
-        frames = decode_sample_frames(sample, minimum=2)
+        gap = self.config.frame_gap if self.train else 1
+        frames = decode_sample_frames(sample, minimum=2 if gap == 1 else 2 * gap + 1)
         middle = (len(frames) - 1) // 2 if len(frames) > 2 else 0
         if len(frames) == 2:
             pair = [frames[0], frames[1]]
         else:
-            step = self.rng.choice((-1, 1)) if self.train else 1
+            step = self.rng.choice((-gap, gap)) if self.train else 1
             pair = [frames[middle], frames[middle + step]]
         if self.train and len(frames) == 2 and self.rng.random() < 0.5:
             pair.reverse()

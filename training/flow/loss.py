@@ -4,6 +4,7 @@ masks that keep it honest (pixels leaving the view, occlusions), and edge-aware 
 Images are (B, 3, H, W) in 0..1; flows (B, 2, H, W) in pixels.
 """
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,49 @@ def forward_backward_mask(flow_forward: torch.Tensor, flow_backward: torch.Tenso
     return (mismatch < alpha1 * magnitude + alpha2).to(flow_forward.dtype)
 
 
+CENSUS_PATCH_PX = 7
+"""Side of the census window (UFlow, SMURF, ARFlow, DDFlow use 7x7)."""
+
+
+def census_transform(image: torch.Tensor, patch: int = CENSUS_PATCH_PX) -> torch.Tensor:
+    """(B, 3, H, W) in 0..1 -> (B, patch^2, H, W): each neighbour's brightness minus the centre's, softly
+    squashed to -1..1 (the soft ternary census of UnFlow/DDFlow). It keeps the sign of local contrast,
+    not its size, so it holds under exposure changes and gives a gradient on faint texture."""
+    grey = image.mean(1, keepdim=True) * 255
+    padded = F.pad(grey, [patch // 2] * 4, mode="replicate")
+    neighbours = F.unfold(padded, patch).view(grey.shape[0], patch * patch, *grey.shape[-2:])
+    difference = neighbours - grey
+    return difference / torch.sqrt(0.81 + difference**2)
+
+
+def census_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) in 0..1: the soft Hamming distance between the census transforms of two images."""
+    squared = (census_transform(predicted) - census_transform(target)).pow(2)
+    return (squared / (0.1 + squared)).mean(1, keepdim=True)
+
+
+def second_order_smoothness(field: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mean second derivative of `field` (B, C, h, w), down-weighted where `image` (same size) has edges
+    (scalar). Unlike the first derivative it does not charge the steady growth of flow towards the image
+    border that driving forward makes: only bends, which the scene's depth edges excuse."""
+    dxx = (field[..., :, 2:] - 2 * field[..., :, 1:-1] + field[..., :, :-2]).abs().mean(1, keepdim=True)
+    dyy = (field[..., 2:, :] - 2 * field[..., 1:-1, :] + field[..., :-2, :]).abs().mean(1, keepdim=True)
+    image_dx = (image[..., :, 2:] - image[..., :, :-2]).abs().mean(1, keepdim=True)
+    image_dy = (image[..., 2:, :] - image[..., :-2, :]).abs().mean(1, keepdim=True)
+    return (dxx * torch.exp(-10 * image_dx)).mean() + (dyy * torch.exp(-10 * image_dy)).mean()
+
+
 @dataclass(frozen=True)
 class FlowLossConfig:
     smoothness: float = 0.05
-    """Weight of edge-aware smoothness on flow measured in units of 10 pixels, halved per coarser scale."""
+    """Weight of edge-aware smoothness on flow measured in units of 10 pixels (order 1: halved per coarser
+    scale)."""
+    smoothness_order: Literal[1, 2] = 1
+    """1: first derivatives of every scale's flow (Monodepth2's way). 2: second derivatives of the flow at
+    1/4 size only (UFlow's and SMURF's way), which leave the smooth growth of flow in a driving scene free."""
+    error: Literal["ssim_l1", "census"] = "ssim_l1"
+    """How a warped pixel is compared: 'ssim_l1', Monodepth2's 0.85 SSIM + 0.15 L1; or 'census', the soft
+    Hamming distance of 7x7 census transforms (UFlow, SMURF, UnFlow; ARFlow in its first stage)."""
     occlusion_masking: bool = False
     """Also mask pixels failing the forward-backward check. Off by default: from a fresh net the
     forward and backward flows disagree nearly everywhere, every pixel is masked, the loss sits at
@@ -60,6 +100,21 @@ def _flow_where_scored(flow_px: torch.Tensor, full_size: tuple[int, int], pyrami
     return F.interpolate(flow_px, size=full_size, mode="bilinear", align_corners=False)
 
 
+SECOND_ORDER_SCALE = 2
+"""Second-order smoothness is taken on the flow at 1/2^2 = 1/4 size, as in UFlow and SMURF."""
+
+
+def _smoothness(flow_px: torch.Tensor, target: torch.Tensor, scale: int, order: int) -> torch.Tensor:
+    """A scale's smoothness term (scalar) on its flow (B, 2, h, w) in input pixels, measured in units of
+    10 pixels against the target image at the flow's size."""
+    if order == 2 and scale != SECOND_ORDER_SCALE:
+        return flow_px.new_zeros(())
+    image = F.interpolate(target, size=flow_px.shape[-2:], mode="area") if scale else target
+    if order == 2:
+        return second_order_smoothness(flow_px / 10.0, image)
+    return edge_aware_smoothness(flow_px / 10.0, image) / (2**scale)
+
+
 def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch.Tensor],
               backward_flows: dict[int, torch.Tensor] | None, config: FlowLossConfig = FlowLossConfig(),
               visible: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -75,6 +130,7 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
         visible = torch.ones_like(target[:, :1])
     total = photometric_sum = smooth_sum = excluded_sum = 0.0
     warped = mask = None
+    compare = census_error if config.error == "census" else photometric_error
     exit_costs: dict[tuple, torch.Tensor] = {}  # per scored size: scales scored at full size share one
     for scale, flow in sorted(flows.items()):
         scored = _flow_where_scored(flow, full_size, config.pyramid)
@@ -87,17 +143,16 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
         if config.occlusion_masking and backward_flows is not None:
             back = _flow_where_scored(backward_flows[scale], full_size, config.pyramid)
             mask_s = mask_s * forward_backward_mask(scored.detach(), back.detach())
-        error = photometric_error(warped_s, target_s)
+        error = compare(warped_s, target_s)
         if tuple(size) not in exit_costs:
             with torch.no_grad():
-                exit_costs[tuple(size)] = (photometric_error(source_s, target_s).clamp(min=config.occlusion_penalty)
+                exit_costs[tuple(size)] = (compare(source_s, target_s).clamp(min=config.occlusion_penalty)
                                            if config.exit_costs_standing_still
                                            else torch.full_like(error, config.occlusion_penalty))
         exit_cost = exit_costs[tuple(size)]
         visible_count = visible_s.sum().clamp(min=1)
         photometric = ((error * mask_s + exit_cost * (1 - mask_s)) * visible_s).sum() / visible_count
-        image_s = F.interpolate(target, size=flow.shape[-2:], mode="area") if scale else target
-        smooth = edge_aware_smoothness(flow / 10.0, image_s) / (2**scale)
+        smooth = _smoothness(flow, target, scale, config.smoothness_order)
         total = total + photometric + config.smoothness * smooth
         photometric_sum, smooth_sum = photometric_sum + photometric.detach(), smooth_sum + smooth.detach()
         excluded_sum = excluded_sum + ((1 - mask_s) * visible_s).sum().detach() / visible_count

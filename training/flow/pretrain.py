@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import flow_to_image
 
@@ -43,6 +44,12 @@ class PretrainConfig(LoopConfig):
     warmup_steps: int = 500
     grad_clip: float | None = 1.0
     loss: FlowLossConfig = field(default_factory=FlowLossConfig)
+    half_size_steps: int = 0
+    """Resolution curriculum: the first steps see the frames downsampled to half size, where pixels move
+    half as far, then the full size. The size must then be a multiple of 64 each way."""
+    short_gap_steps: int = 0
+    """Frame-gap curriculum: pairs of neighbouring frames first, then `data.frame_gap` apart. The switch
+    happens at the first epoch boundary at or after this step (set `data.batches_per_epoch` to divide it)."""
     val_batches: int = 50
     log_every: int = 20
     image_every: int = 500
@@ -122,6 +129,9 @@ class PretrainTask(Task):
     kind = PRETRAINING
 
     def __init__(self, config: PretrainConfig):
+        if config.half_size_steps and (config.data.width_px % 64 or config.data.height_px % 64):
+            raise ValueError(f"a resolution curriculum halves the size, so {config.data.width_px}x"
+                             f"{config.data.height_px} must be a multiple of 64 each way")
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
@@ -137,7 +147,10 @@ class PretrainTask(Task):
         return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(self.config))
 
     def batches(self, runtime: Runtime, step: int, epoch: int):
-        loader, self.source_names = train_loader(self.config.data, runtime.rank, runtime.world_size,
+        data = self.config.data
+        if step < self.config.short_gap_steps:
+            data = replace(data, frame_gap=1)
+        loader, self.source_names = train_loader(data, runtime.rank, runtime.world_size,
                                                  start_batch=step, start_epoch=epoch)
         self.source_counts = torch.zeros(len(self.source_names))
         return loader
@@ -158,6 +171,9 @@ class PretrainTask(Task):
     def losses(self, model, batch, runtime: Runtime) -> dict:
         target, source = to_input(batch[0], runtime), to_input(batch[1], runtime)
         visible = batch[4].to(runtime.device, non_blocking=True).float()
+        if self.step < self.config.half_size_steps:
+            target, source = (F.interpolate(x, scale_factor=0.5, mode="area") for x in (target, source))
+            visible = F.interpolate(visible, scale_factor=0.5, mode="nearest")
         return {**flow_losses(model, target, source, self.config, runtime, visible), "target": target, "source": source}
 
     def scalars(self, out: dict) -> dict[str, float]:
