@@ -16,9 +16,11 @@ cheap 320x96 at 5 Hz; its 800 CPU steps are too few to show learning either way 
 """
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import sys
+import tarfile
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geopt_vs_scratch import curve, plot_curves, zero_flow_epe_px  # noqa: E402  (bench/, this script's folder)
+from geopt_vs_scratch import curve, plot_curves, run, serve, zero_flow_epe_px  # noqa: E402  (bench/, this folder)
 from training.flow.loss import FlowLossConfig  # noqa: E402
 from training.flow.pretrain import PretrainConfig, pretrain  # noqa: E402
 from world.shards import write_world_shards  # noqa: E402
@@ -75,19 +77,76 @@ def train_variant(name: str, config: PretrainConfig, threads: int) -> dict:
             **{key: curve(log, key) for key in KEYS}}
 
 
+def world_training_shards(out: Path, args, width: int, height: int, gap_curriculum: bool) -> Path:
+    """World drives with their samples at the training size (triplets at --fps; with `gap_curriculum`
+    runs of 5 frames at twice the rate, so pairs 2 apart move as far as neighbours at --fps)."""
+    rate, frames = (2 * args.fps, 5) if gap_curriculum else (args.fps, 3)
+    write_world_shards(out, args.drives, args.samples, 300, width_px=width, height_px=height, frame_rate_hz=rate,
+                       workers=os.cpu_count() or 1, frames_per_sample=frames)
+    return out
+
+
+def mined_training_shards(work: Path, args, width: int, gap_curriculum: bool) -> Path:
+    """World videos (rendered at 10 fps, wide enough for `width`) served on 127.0.0.1 and mined by
+    `geopt-mine download` and `shard` at --fps: what pretraining sees from internet video, with its JPEG,
+    letterbox crop and the miner's choice of frames. Samples of 3 frames (5 at twice the rate for
+    `gap_curriculum`); the mining table goes to work/commands.log."""
+    videos, log = work / "videos", work / "commands.log"
+    video_w = max(320, 2 * math.ceil(width / 2))
+    video_h, content_h = 2 * round(video_w * 9 / 32), 2 * round(video_w * 0.45 / 2)
+    rate, frames = (2 * args.fps, 5) if gap_curriculum else (args.fps, 3)
+    run(["world.cli", "render", "--out", str(videos), "--videos", str(args.videos), "--duration", str(args.video_s),
+         "--fps", "10" if rate <= 10 else "30", "--size", f"{video_w}x{video_h}", "--content-height", str(content_h),
+         "--seed", "300", "--workers", str(os.cpu_count() or 1)], log)
+    server, base = serve(videos)
+    try:
+        urls = work / "urls.txt"
+        urls.write_text("".join(f"{base}/{p.name}\n" for p in sorted(videos.glob("*.mp4"))))
+        run(["mining.cli", "download", "--list", str(urls), "--downloads", str(work / "downloads")], log)
+        run(["mining.cli", "shard", "--in", str(work / "downloads"), "--out", str(work / "shards"), "--width",
+             str(video_w), "--fps", f"{rate:g}", "--frames", str(frames), "--val-fraction", "0",
+             "--workers", str(max(2, os.cpu_count() or 1))], log)
+    finally:
+        server.shutdown()
+    return work / "shards"
+
+
+def sample_count(shards: Path) -> int:
+    """Samples in a folder's shards (each has one .json member)."""
+    count = 0
+    for path in sorted(shards.glob("*.tar")):
+        with tarfile.open(path) as tar:
+            count += sum(1 for member in tar.getmembers() if member.name.endswith(".json"))
+    return count
+
+
+def steps_to(curve_points: list[tuple[int, float]], level: float) -> int | None:
+    """The first validation step at or below `level`, or None."""
+    return next((step for step, value in curve_points if value <= level), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=800, help="pretraining steps per variant (default: %(default)s)")
-    parser.add_argument("--size", default="320x96", help="training size WIDTHxHEIGHT, multiples of 32 (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=800, help="pretraining steps per run (default: %(default)s)")
+    parser.add_argument("--size", default="320x96",
+                        help="training size WIDTHxHEIGHT, multiples of 32; several separated by commas each get "
+                             "every variant (default: %(default)s)")
     parser.add_argument("--fps", type=float, default=5.0,
-                        help="frame rate of the world samples; halving it doubles displacements (default: %(default)s)")
+                        help="frame rate of the training pairs; halving it doubles displacements (default: %(default)s)")
+    parser.add_argument("--data", choices=("world", "mined"), default="world",
+                        help="world: world drives written straight to shards at the training size; mined: world "
+                             "videos served on 127.0.0.1 and mined by geopt-mine (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=6e-4, help="peak learning rate for a batch of 8 (default: %(default)s)")
-    parser.add_argument("--drives", type=int, default=8, help="training drives (default: %(default)s)")
-    parser.add_argument("--samples", type=int, default=30, help="samples per training drive (default: %(default)s)")
-    parser.add_argument("--variants", default="flat_exit,default",
+    parser.add_argument("--drives", type=int, default=8, help="training drives for --data world (default: %(default)s)")
+    parser.add_argument("--samples", type=int, default=30,
+                        help="samples per training drive for --data world (default: %(default)s)")
+    parser.add_argument("--videos", type=int, default=8, help="videos for --data mined (default: %(default)s)")
+    parser.add_argument("--video-s", type=float, default=20.0,
+                        help="driving seconds per video for --data mined (default: %(default)s)")
+    parser.add_argument("--variants", default="default",
                         help=f"comma list of {', '.join(VARIANTS)} (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="loader processes per run (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "flow_learning",
@@ -100,52 +159,68 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    width, height = parse_size(args.size)
+    try:
+        sizes = {size: parse_size(size) for size in args.size.split(",")}
+    except ValueError as error:
+        sys.exit(f"--size {args.size}: {error}")
+    gap = any(VARIANTS[n].short_gap_share for n in names)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        render = dict(width_px=width, height_px=height, frame_rate_hz=args.fps, workers=os.cpu_count() or 1)
-        train, val = tmp / "train", tmp / "val"
-        write_world_shards(train, args.drives, args.samples, 300, **render)
-        write_world_shards(val, 2, 10, 7000, **render)
-        zero = zero_flow_epe_px(val, args.size)
-        print(f"{args.size} at {args.fps:g} Hz: predicting no motion scores EPE {zero:.2f} px on the unseen drives",
-              flush=True)
-        if any(VARIANTS[n].short_gap_share for n in names):
-            write_world_shards(tmp / "train_2x", args.drives, args.samples, 300, **{**render, "frame_rate_hz": 2 * args.fps},
-                               frames_per_sample=5)
-        configs = []
-        for name in names:
-            variant = VARIANTS[name]
-            config = PretrainConfig(
-                data=DataConfig(shards=str(train / "*.tar"), width_px=width, height_px=height,
-                                batch_size=args.batch_size, workers=args.workers),
-                run_dir=tmp / name, val_shards=str(val), steps=args.steps, warmup_steps=max(1, args.steps // 20),
-                val_every=max(1, args.steps // 8), log_every=max(1, args.steps // 40), checkpoint_every=10**9,
-                image_every=10**9, device=args.device, lr=args.lr, loss=variant.loss,
-                half_size_steps=round(variant.half_size_share * args.steps))
-            if variant.short_gap_share:
-                gap_steps = round(variant.short_gap_share * args.steps)
-                config = replace(config, short_gap_steps=gap_steps, data=replace(
-                    config.data, shards=str(tmp / "train_2x" / "*.tar"), frame_gap=2, batches_per_epoch=gap_steps))
-            configs.append((name, config, max(1, (os.cpu_count() or 1) // args.jobs)))
+        zero, configs = {}, []
+        if args.data == "mined":
+            shards = mined_training_shards(tmp / "mined", args, max(w for w, _ in sizes.values()), gap)
+        for size, (width, height) in sizes.items():
+            val = tmp / size / "val"
+            write_world_shards(val, 2, 10, 7000, width_px=width, height_px=height, frame_rate_hz=args.fps,
+                               workers=os.cpu_count() or 1)
+            zero[size] = zero_flow_epe_px(val, size)
+            print(f"{size} at {args.fps:g} Hz: predicting no motion scores EPE {zero[size]:.2f} px on the unseen "
+                  "drives", flush=True)
+            if args.data == "world":
+                shards = world_training_shards(tmp / size / "train", args, width, height, gap)
+            train_samples = sample_count(shards)
+            if train_samples < args.batch_size:
+                sys.exit(f"{size} at {args.fps:g} Hz gives {train_samples} training samples, fewer than one batch "
+                         f"of {args.batch_size}: give more --drives/--samples or --videos/--video-s")
+            for name in names:
+                variant = VARIANTS[name]
+                config = PretrainConfig(
+                    data=DataConfig(shards=str(shards / "*.tar"), width_px=width, height_px=height,
+                                    batch_size=args.batch_size, workers=args.workers),
+                    run_dir=tmp / size / name, val_shards=str(val), steps=args.steps,
+                    warmup_steps=max(1, args.steps // 20), val_every=max(1, args.steps // 8),
+                    log_every=max(1, args.steps // 40), checkpoint_every=10**9, image_every=10**9,
+                    device=args.device, lr=args.lr, loss=variant.loss,
+                    half_size_steps=round(variant.half_size_share * args.steps))
+                if variant.short_gap_share:
+                    gap_steps = round(variant.short_gap_share * args.steps)
+                    config = replace(config, short_gap_steps=gap_steps,
+                                     data=replace(config.data, frame_gap=2, batches_per_epoch=gap_steps))
+                elif gap:  # the same 5-frame samples, pairs 2 apart from the start
+                    config = replace(config, data=replace(config.data, frame_gap=2))
+                configs.append((f"{name}@{size}" if len(sizes) > 1 else name, config,
+                                max(1, (os.cpu_count() or 1) // args.jobs)))
         # Not a multiprocessing.Pool: its daemonic workers may not start the runs' loader processes.
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             runs = list(pool.map(train_variant, *zip(*configs)))
-    for run in runs:
-        epe = run["val/epe_px"]
-        last = {k: run[k][-1][1] for k in KEYS if run[k]}
-        print(f"{run['variant']:>20}: EPE " + " -> ".join(f"{e:.2f}" for _, e in epe) + " px at steps "
-              + ", ".join(str(s) for s, _ in epe) + f"; last: EPE/zero {last['val/epe_px'] / zero:.2f}, flow "
+    for run_, (_, config, _) in zip(runs, configs):
+        size = f"{config.data.width_px}x{config.data.height_px}"
+        run_["size"], run_["zero_flow_epe_px"] = size, zero[size]
+        run_["steps_to_half_zero"] = steps_to(run_["val/epe_px"], 0.5 * zero[size])
+        epe = run_["val/epe_px"]
+        last = {k: run_[k][-1][1] for k in KEYS if run_[k]}
+        print(f"{run_['variant']:>28}: EPE " + " -> ".join(f"{e:.2f}" for _, e in epe) + " px at steps "
+              + ", ".join(str(s) for s, _ in epe) + f"; last: EPE/zero {last['val/epe_px'] / zero[size]:.2f}, flow "
               f"{last['val/flow_px']:.1f} px vs true {last['val/true_flow_px']:.1f}, excluded "
-              f"{last['val/excluded']:.1%} ({run['minutes']:.1f} min)", flush=True)
+              f"{last['val/excluded']:.1%}; 0.5x zero flow at step {run_['steps_to_half_zero']} "
+              f"({run_['minutes']:.1f} min)", flush=True)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
-    (args.out / "flow_learning.json").write_text(json.dumps(
-        {"settings": settings, "zero_flow_epe_px": zero, "runs": runs}, indent=1))
-    tag = f"{args.size}@{args.fps:g}Hz"
-    plot_curves({r["variant"]: [(s, v / zero) for s, v in r["val/epe_px"]] for r in runs},
-                args.out / "flow_learning_epe.png", f"validation EPE / zero-flow EPE ({zero:.1f} px), {tag}",
-                reference=1.0)
+    (args.out / "flow_learning.json").write_text(json.dumps({"settings": settings, "zero_flow_epe_px": zero,
+                                                              "runs": runs}, indent=1))
+    tag = f"{args.size}@{args.fps:g}Hz, {args.data}"
+    plot_curves({r["variant"]: [(s, v / r["zero_flow_epe_px"]) for s, v in r["val/epe_px"]] for r in runs},
+                args.out / "flow_learning_epe.png", f"validation EPE / zero-flow EPE, {tag}", reference=1.0)
     plot_curves({r["variant"]: r["loss"] for r in runs}, args.out / "flow_learning_loss.png", f"training loss, {tag}")
     print(f"wrote {args.out}/flow_learning.json, flow_learning_epe.png, flow_learning_loss.png")
 

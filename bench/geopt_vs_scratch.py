@@ -100,8 +100,11 @@ def run(command: list[str], log: Path, env: dict | None = None) -> str:
     wall time, and stop with its tail if it fails. Returns that last line.
 
     OpenMP threads sleep instead of spinning while they wait (unless the caller's environment says otherwise):
-    spinning threads made each training step ~5x slower whenever another job shared the cores."""
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    spinning threads made each training step ~5x slower whenever another job shared the cores. The
+    repository goes first on PYTHONPATH, before what the caller had there (on a GPU image, the carried
+    wheels of `bench/gpu_check.sh`)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": path, **(env or {})}
     start, started_s = log.stat().st_size if log.exists() else 0, time.perf_counter()
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
