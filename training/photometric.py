@@ -43,12 +43,19 @@ def warp_by_flow(source: torch.Tensor, flow_px: torch.Tensor) -> tuple[torch.Ten
 
     Returns the warped image and a (B, 1, H, W) mask of pixels whose sample point lies inside the image.
     Pixel u sits at coordinate u (`formats.camera`), hence align_corners=True.
+
+    A sample point that is not finite never reaches `grid_sample` (whose backward on the CPU reads out of
+    bounds at a NaN coordinate and kills the process): it is sampled at the image centre instead and its
+    pixel comes back NaN in every channel, so the loss is not finite and the non-finite guard skips the step.
     """
     b, _, h, w = flow_px.shape
     v, u = torch.meshgrid(torch.arange(h, device=flow_px.device, dtype=flow_px.dtype),
                           torch.arange(w, device=flow_px.device, dtype=flow_px.dtype), indexing="ij")
     x, y = u + flow_px[:, 0], v + flow_px[:, 1]
-    grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], dim=-1)
-    warped = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], dim=-1).to(source.dtype)
+    finite = torch.isfinite(grid).all(dim=-1, keepdim=True)
+    warped = F.grid_sample(source, torch.where(finite, grid, 0), mode="bilinear", padding_mode="border",
+                           align_corners=True)
+    warped = torch.where(finite.permute(0, 3, 1, 2), warped, float("nan"))
     inside = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).unsqueeze(1)
     return warped, inside.to(source.dtype)
