@@ -2,8 +2,9 @@
 ``torch.load(weights_only=True)``.
 
 A checkpoint is a dict: 'format' (`FORMAT`), 'kind' ('flow-pretraining' or 'depth-transfer'), 'step',
-'epoch', 'model', 'optimiser' and 'scheduler' state dicts, 'rng' (`rng_state`), 'config' (the run's
-resolved config as JSON-like data) and the facts its readers need (architecture, sizes, mode).
+'epoch', 'model', 'optimiser' and 'scheduler' state dicts, 'rng' (`rng_state` of each rank, in rank order),
+'config' (the run's resolved config as JSON-like data) and the facts its readers need (architecture, sizes,
+mode).
 
 Older GeoPt versions pickled configs (paths) and NumPy's RNG state, which only a full unpickler reads,
 and a full unpickler runs whatever a crafted file tells it to. Such files are refused with a one-line
@@ -48,6 +49,14 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rank_rng_state(saved: list | dict, rank: int) -> dict | None:
+    """`rank`'s RNG state from a checkpoint's 'rng': a list by rank, or a single dict in checkpoints written
+    before each rank's state was kept (rank 0's). None where the checkpoint holds none for `rank`."""
+    if isinstance(saved, dict):
+        return saved if rank == 0 else None
+    return saved[rank] if rank < len(saved) else None
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

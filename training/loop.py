@@ -1,21 +1,23 @@
 """The one training loop: pretraining and the depth transfer each drive it with their own `Task`.
 
 The loop owns what every run needs: the run folder with its resolved ``config.json``, resume (model,
-optimiser, schedule, step, epoch and RNG from ``last.pt``), DDP wrapping and ``torch.compile``, the
-non-finite guard, scalar logs (``log.jsonl`` and TensorBoard), pictures, validation, atomic checkpoints
-and teardown. A task says what is trained and how one step is scored.
+optimiser, schedule, step, epoch and each rank's RNG from ``last.pt``), DDP wrapping and
+``torch.compile``, the non-finite guard, scalar logs (``log.jsonl`` and TensorBoard), pictures,
+validation, atomic checkpoints and teardown. A task says what is trained and how one step is scored.
 
 Batches: each pass over `Task.batches` is one epoch; an endless iterable makes `LoopConfig.steps` the only
 stop. Under DDP every rank must take every step, yet with exact epochs ranks run out of data at different
-steps. So each step the ranks first sum how many samples they hold: at 0 the epoch is over everywhere. A
-rank already out of data steps on its last good batch (`Task.blank_batch` if it had none) with its loss
-multiplied by 0, so the gradient all-reduce still matches; each rank's loss is weighted by its samples *
-world size / samples of the step, which makes the averaged gradient the mean over every real sample.
+steps. So each step the ranks first sum how many samples they hold (on the host group: no wait for the
+GPU): at 0 the epoch is over everywhere. A rank already out of data steps on its last good batch
+(`Task.blank_batch` if it had none) with its loss multiplied by 0, so the gradient all-reduce still
+matches; each rank's loss is weighted by its samples * world size / samples of the step, which makes the
+averaged gradient the mean over every real sample.
 
 Non-finite guard (`training.finite_guard`): a step whose loss or gradient is not finite on any rank is
 skipped on every rank, on the device, without a host sync per step (a warning names its samples once the
-host looks); `nan_patience` such steps in a row stop the run with `TrainingDiverged`, and no checkpoint is
-written right after a skipped step, so the last good one stays untouched. Tasks give a fused optimiser
+host looks), and the buffers its forward pass changed are put back; `nan_patience` such steps in a row stop
+the run with `TrainingDiverged`, on every rank at the same step, and no checkpoint is written right after a
+skipped step, the last one included, so the last good one stays untouched. Tasks give a fused optimiser
 (`torch.optim.Adam`/`AdamW` with ``fused=True``), whose kernel does the skipping.
 """
 import logging
@@ -30,10 +32,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from formats.files import append_jsonl, to_jsonable, write_json_atomic
-from training.checkpoints import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from training.checkpoints import load_checkpoint, rank_rng_state, restore_rng_state, rng_state, save_checkpoint
 from training.finite_guard import FiniteGuard, supports_device_skip
-from training.runtime import (Runtime, all_ranks_agree, seed_everything, start_runtime, stop_runtime,
-                              total_over_ranks, unwrap)
+from training.runtime import (Runtime, gather_on_main, seed_everything, seed_for, start_runtime, stop_runtime,
+                              sum_over_ranks, unwrap)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,18 @@ def _load_optimiser_state(optimiser: torch.optim.Optimizer, state: dict) -> None
                 optimiser.state[param]["step"] = step.to(dtype=torch.float32, device=param.device)
 
 
+def _restore_rng(saved: list | dict, config: LoopConfig, runtime: Runtime, step: int) -> None:
+    """This rank's random streams as they were at the checkpoint. A rank the checkpoint holds none for
+    (more ranks than wrote it, or a checkpoint that kept rank 0's alone) starts new streams of its own."""
+    state = rank_rng_state(saved, runtime.rank)
+    if state is not None:
+        restore_rng_state(state)
+        return
+    log.warning("rank %d: the checkpoint holds no random state of this rank; it draws anew from seed %d, "
+                "rank and step %d", runtime.rank, config.seed, step)
+    seed_everything(seed_for(config.seed, runtime.rank, step))
+
+
 def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     run_dir = Path(config.run_dir)
     last = run_dir / "last.pt"
@@ -154,13 +168,14 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
         raise TypeError(f"{type(optimiser).__name__} cannot skip a non-finite step on the device: "
                         "give the loop a fused Adam or AdamW (fused=True)")
     step = epoch = 0
+    saved_step = None  # the step of the checkpoint now in `last`; None while there is none
     if resuming:
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         _load_optimiser_state(optimiser, state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch = state["step"], state.get("epoch", 0)
-        restore_rng_state(state["rng"])
+        saved_step = step
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "config.json", {**to_jsonable(config), "world_size": runtime.world_size,
@@ -173,16 +188,30 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     eager_model = train_model
     if config.compile:
         train_model = torch.compile(train_model)
+    # Only the first compiled call compiles, so only it may fail for want of torch.compile and fall back to
+    # eager; any later error (out of memory, a bug in the task) is raised as itself.
+    may_fall_back = config.compile
 
     def checkpoint() -> None:
+        """Write `last` (rank 0) with every rank's random state (a collective: all ranks call it)."""
+        nonlocal saved_step
+        rng_by_rank = gather_on_main(rng_state(), runtime)
         if runtime.is_main:
             save_checkpoint(last, {"kind": task.kind, "step": step, "epoch": epoch, "model": unwrap(model).state_dict(),
                                    "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "rng": rng_state(), "config": to_jsonable(asdict(config)), **task.facts()})
+                                   "rng": rng_by_rank, "config": to_jsonable(asdict(config)), **task.facts()})
+        saved_step = step
+
+    def forward_backward(model: torch.nn.Module, batch, weight: float) -> dict:
+        """One step's scores and gradients on `model`; `weight` scales this rank's loss (0 for a replay)."""
+        optimiser.zero_grad(set_to_none=True)
+        out = task.losses(model, batch, runtime)
+        (out["loss"] * weight).backward()
+        return out
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if runtime.is_main else None
     loader = task.batches(runtime, step, epoch)
-    guard = FiniteGuard(runtime, config.nan_patience)
+    guard = FiniteGuard(runtime, config.nan_patience, list(unwrap(model).buffers()))
     last_scalars, newest, newest_step, replay = {}, None, -1, task.blank_batch()
     progress = tqdm(total=config.steps, initial=step, unit="step", desc=task.kind,  # TQDM_DISABLE=1 silences it
                     **({} if runtime.is_main else {"disable": True}))
@@ -199,13 +228,15 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
             replay = newest
         return newest_good
 
+    if resuming:  # last, so that nothing the set-up draws shifts the streams
+        _restore_rng(state["rng"], config, runtime, step)
     train_model.train()
     while step < config.steps and (config.epochs is None or epoch < config.epochs):
         batches, epoch_samples, epoch_started = iter(loader), 0, False
         while step < config.steps:
             batch = next(batches, None)
             local_samples = 0 if batch is None else task.samples_in(batch)
-            step_samples = total_over_ranks(local_samples, runtime)
+            step_samples, ranks_out_of_data = sum_over_ranks((local_samples, int(batch is None)), runtime)
             if step_samples == 0 and not epoch_started:
                 raise ValueError(f"no training sample could be read from {task.source} (see the warnings)")
             epoch_started = True
@@ -215,23 +246,27 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                 if writer:
                     append_jsonl(run_dir / "log.jsonl", {"step": step, "epoch": epoch, "epoch_samples": epoch_samples})
                 break
+            if ranks_out_of_data:  # every rank looks when any must pick a replay, so patience stops all at once
+                settle()
             if batch is None:
-                settle()  # replay the newest batch known to be good
-                batch = replay
+                batch = replay  # the newest batch known to be good
             else:
                 task.seen(batch)
             task.step = step
+            guard.before_forward()
+            weight = local_samples * runtime.world_size / step_samples
             try:
-                out = task.losses(train_model, batch, runtime)
-            except Exception as error:  # torch.compile fails at the first call where it cannot run
-                if train_model is eager_model:
+                out = forward_backward(train_model, batch, weight)
+            except Exception as error:
+                if not may_fall_back:
+                    if hasattr(error, "add_note"):  # Python 3.11+: the traceback names the step
+                        error.add_note(f"{task.kind}: raised in step {step + 1}")
                     raise
                 log.warning("torch.compile cannot run here (%s: %s); training without it",
                             type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
                 train_model = eager_model
-                out = task.losses(train_model, batch, runtime)
-            optimiser.zero_grad(set_to_none=True)
-            (out["loss"] * (local_samples * runtime.world_size / step_samples)).backward()
+                out = forward_backward(train_model, batch, weight)
+            may_fall_back = False
             grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), config.grad_clip or float("inf"))
             optimiser.found_inf = guard.judge(out["loss"], grad_norm, local_samples)
             optimiser.step()
@@ -265,8 +300,11 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
                     last_scalars.update(scores)
             if step % config.checkpoint_every == 0 and settle():  # never right after a skipped step
                 checkpoint()
-    settle()
-    checkpoint()
+    if settle():
+        checkpoint()
+    elif runtime.is_main:
+        log.warning("step %d, the last, was skipped (not finite), so no checkpoint follows it: %s", step,
+                    f"{last} stays at step {saved_step}" if saved_step is not None else f"{last} was never written")
     progress.close()
     if writer:
         writer.close()

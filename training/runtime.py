@@ -1,8 +1,9 @@
 """Where and how a training run executes: device, precision, DDP through torchrun, seeding.
 
 Shared by pretraining and the depth transfer. A run started by ``torchrun`` (WORLD_SIZE > 1) joins a
-process group, NCCL on CUDA and gloo on the CPU, so the same code is tested with 2 CPU processes here.
-Only rank 0 writes checkpoints, logs and pictures.
+process group, NCCL on CUDA and gloo on the CPU, so the same code is tested with 2 CPU processes here,
+and a second, gloo group for what the hosts exchange (`Runtime.host_group`). Only rank 0 writes
+checkpoints, logs and pictures.
 """
 import contextlib
 import logging
@@ -25,6 +26,9 @@ class Runtime:
     autocast_dtype: torch.dtype | None
     """bf16 on CUDA by default; None runs in float32."""
     channels_last: bool
+    host_group: dist.ProcessGroup | None = None
+    """Under DDP a gloo group over the same ranks for facts the host holds (sample counts, RNG states): its
+    collectives take CPU tensors, so they never wait for the GPU as NCCL's would. None in one process."""
 
     @property
     def is_main(self) -> bool:
@@ -52,6 +56,7 @@ def start_runtime(device: str = "auto", precision: str = "auto", channels_last: 
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+    host_group = dist.new_group(backend="gloo") if world_size > 1 else None
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     use_bf16 = precision == "bf16" or (precision == "auto" and torch_device.type == "cuda")
@@ -60,7 +65,8 @@ def start_runtime(device: str = "auto", precision: str = "auto", channels_last: 
         use_bf16 = False
     return Runtime(device=torch_device, rank=rank, world_size=world_size,
                    autocast_dtype=torch.bfloat16 if use_bf16 else None,
-                   channels_last=torch_device.type == "cuda" if channels_last is None else channels_last)
+                   channels_last=torch_device.type == "cuda" if channels_last is None else channels_last,
+                   host_group=host_group)
 
 
 def stop_runtime() -> None:
@@ -74,6 +80,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_for(*keys: int) -> int:
+    """One seed from several non-negative integers, e.g. (seed, rank, step): another stream for each."""
+    return int(np.random.SeedSequence(keys).generate_state(1)[0])
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside DDP and torch.compile wrappers."""
     while True:
@@ -85,19 +96,20 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def all_ranks_agree(flag: bool, runtime: Runtime) -> bool:
-    """True only if `flag` holds on every rank: ranks must skip a step together or DDP would hang."""
+def sum_over_ranks(counts: tuple[int, ...], runtime: Runtime) -> tuple[int, ...]:
+    """Each of `counts` summed over every rank (a collective: all ranks call it at the same point). It runs
+    on the host group, so reading the sums waits for the other processes but never for the GPU."""
     if runtime.world_size == 1:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=runtime.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return bool(tensor.item())
+        return counts
+    tensor = torch.tensor(counts, dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=runtime.host_group)
+    return tuple(tensor.tolist())
 
 
-def total_over_ranks(count: int, runtime: Runtime) -> int:
-    """`count` summed over every rank (a collective: all ranks call it at the same point)."""
+def gather_on_main(item, runtime: Runtime) -> list | None:
+    """Every rank's `item` (picklable) in rank order on rank 0, None on the others (a collective)."""
     if runtime.world_size == 1:
-        return count
-    tensor = torch.tensor([count], dtype=torch.int64, device=runtime.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return int(tensor.item())
+        return [item]
+    items = [None] * runtime.world_size if runtime.is_main else None
+    dist.gather_object(item, items, dst=0, group=runtime.host_group)
+    return items
