@@ -92,6 +92,7 @@ def mined_training_shards(work: Path, args, width: int, gap_curriculum: bool) ->
     letterbox crop and the miner's choice of frames. Samples of 3 frames (5 at twice the rate for
     `gap_curriculum`); the mining table goes to work/commands.log."""
     videos, log = work / "videos", work / "commands.log"
+    work.mkdir(parents=True, exist_ok=True)
     video_w = max(320, 2 * math.ceil(width / 2))
     video_h, content_h = 2 * round(video_w * 9 / 32), 2 * round(video_w * 0.45 / 2)
     rate, frames = (2 * args.fps, 5) if gap_curriculum else (args.fps, 3)
