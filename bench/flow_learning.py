@@ -54,7 +54,7 @@ VARIANTS = {
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
     "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
     "pyramid_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2),
-    "res_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, half_size_share=1 / 3),
+    "res_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, half_size_share=1 / 3),  # sizes of at least 128x128
     "gap_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, short_gap_share=1 / 3),
 }
 """Loss variants by name. `flat_exit` is the loss before the 640x192 fix (each pixel out of view costs a

@@ -46,7 +46,8 @@ class PretrainConfig(LoopConfig):
     loss: FlowLossConfig = field(default_factory=FlowLossConfig)
     half_size_steps: int = 0
     """Resolution curriculum: the first steps see the frames downsampled to half size, where pixels move
-    half as far, then the full size. The size must then be a multiple of 64 each way."""
+    half as far, then the full size. The size must then be a multiple of 64 each way and at least 128 high
+    (the decoder pads the 1/32 features, which need 2 pixels each way)."""
     short_gap_steps: int = 0
     """Frame-gap curriculum: pairs of neighbouring frames first, then `data.frame_gap` apart. The switch
     happens at the first epoch boundary at or after this step (set `data.batches_per_epoch` to divide it)."""
@@ -129,9 +130,10 @@ class PretrainTask(Task):
     kind = PRETRAINING
 
     def __init__(self, config: PretrainConfig):
-        if config.half_size_steps and (config.data.width_px % 64 or config.data.height_px % 64):
-            raise ValueError(f"a resolution curriculum halves the size, so {config.data.width_px}x"
-                             f"{config.data.height_px} must be a multiple of 64 each way")
+        width, height = config.data.width_px, config.data.height_px
+        if config.half_size_steps and (width % 64 or height % 64 or min(width, height) < 128):
+            raise ValueError(f"a resolution curriculum halves the size, so {width}x{height} must be a multiple "
+                             "of 64 each way and at least 128x128")
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
