@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from world.drive import DRIVE_KINDS
+from world.drive import DRIVE_KINDS, LIGHTS
 from world.overlays import EGO_KINDS
 from world.video import SUPPORTED_FPS, internet_like_spec, render_video, single_shot_spec
 
@@ -65,10 +65,16 @@ def main():
                    "height) or dashboard (dark band over the bottom quarter).")
 @click.option("--a-pillar", is_flag=True, help="Add a dark windscreen pillar slanting down the left edge.")
 @click.option("--logo", is_flag=True, help="Add a small semi-opaque channel logo near the top-right corner.")
+@click.option("--ego-glare", is_flag=True,
+              help="The own car changes in place: the hood mirrors the scene, sunlight drifts over the dashboard.")
+@click.option("--light", type=click.Choice(list(LIGHTS)), default="day", show_default=True,
+              help="night: dark, lit by the car's headlights, street lamps and lit windows.")
+@click.option("--day-seed", type=int, default=None,
+              help="The same route on another day: other parked cars, sun, clouds and exposure, slower traffic.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes rendering videos side by side (each video is the same whatever the number).")
 def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_height, kind, ego, a_pillar, logo,
-           workers):
+           ego_glare, light, day_seed, workers):
     """Render internet-like driving videos (H.264 mp4): cuts, letterbox, clock overlay, a parked stretch;
     optionally static overlays (--ego, --a-pillar, --logo, listed with their boxes in the .json sidecar and
     masked in a .static.png beside it)."""
@@ -80,10 +86,11 @@ def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_h
         try:
             if kind == "street":
                 specs.append(internet_like_spec(seed + i, duration_s, fps, cuts, stop_s, width, height, content_height,
-                                                ego, a_pillar, logo))
+                                                ego, a_pillar, logo, light, day_seed, ego_glare))
             else:
                 specs.append(single_shot_spec(seed + i, kind, duration_s, fps, width, height, content_height,
-                                              ego, a_pillar, logo))
+                                              ego, a_pillar, logo, light=light, day_seed=day_seed,
+                                              ego_glare=ego_glare))
         except ValueError as error:
             raise click.ClickException(str(error))
     paths = [out_dir / f"world_{seed + i:04d}.mp4" for i in range(videos)]

@@ -7,16 +7,18 @@ Exposure is a function of time: it keeps drifting while the car waits, as light 
 
 The kind of drive picks the scene and the motion: "street" (the above), "highway" (25-33 m/s on a wide,
 gently curving road through open land, a smooth ride) or "parked_traffic" (the camera never moves and
-its exposure is held, while traffic drives past).
+its exposure is held, while traffic drives past). Any drive may happen at night (street lamps and the
+car's headlights light the scene; a highway at night is a lit stretch, `world.highway.lamp_posts`) or
+on another day (`DriveSpec.day_seed`).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from world.camera import pose_from_heading
-from world.highway import generate_highway_scene
+from world.highway import generate_highway_scene, lamp_posts
 from world.road import LANE_WIDTH_M
-from world.scene import Scene, generate_scene
+from world.scene import Scene, another_day, at_night, generate_scene
 from world.traffic import CAMERA_D_M, camera_s_m, generate_parked_traffic_scene
 
 CAMERA_HEIGHT_M = 1.65
@@ -24,6 +26,10 @@ START_S_M = 12.0
 ACCELERATION_MPS2 = 1.5
 BRAKING_MPS2 = 2.5
 MIN_SPEED_MPS, MAX_SPEED_MPS = 5.0, 15.0
+LIGHTS = ("day", "night")
+OTHER_DAY_SPEED = (0.8, 0.95)
+"""Another day on the same route the traffic is slower by this factor (the drive never leaves the street
+the first day's drive was generated for): the same stops at later times, the car elsewhere in its lane."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,18 @@ class DriveSpec:
     duration_s: float
     stops: tuple[tuple[float, float], ...] = field(default_factory=tuple)
     kind: str = "street"
+    light: str = "day"
+    """"day" or "night" (`world.scene.at_night`)."""
+    day_seed: int | None = None
+    """None: the drive as `seed` has it. Else the same route on another day: slower (`OTHER_DAY_SPEED`), in
+    another line within the lane, under other parked cars, sun, clouds and exposure
+    (`world.scene.another_day`)."""
 
     def __post_init__(self):
         if self.kind not in DRIVE_KINDS:
             raise ValueError(f"drive kind must be one of {', '.join(DRIVE_KINDS)}, got {self.kind!r}")
+        if self.light not in LIGHTS:
+            raise ValueError(f"light must be one of {', '.join(LIGHTS)}, got {self.light!r}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,14 @@ class Drive:
             generate = generate_highway_scene if spec.kind == "highway" else generate_scene
             self.scene = generate(spec.seed, START_S_M + float(self.profile.distance(spec.duration_s)[0]))
         self.phases = rng.uniform(0, 2 * np.pi, size=8)
+        if spec.day_seed is not None:
+            day = np.random.default_rng([spec.day_seed, 12])
+            self.scene = another_day(self.scene, spec.day_seed)
+            self.phases = day.uniform(0, 2 * np.pi, size=8)  # another place in the lane, another ride, exposure
+            slower = float(day.uniform(*OTHER_DAY_SPEED))
+            self.profile = SpeedProfile(self.profile.time_s / slower, self.profile.speed_mps * slower)
+        if spec.light == "night":
+            self.scene = at_night(lamp_posts(self.scene) if spec.kind == "highway" else self.scene)
 
     def poses(self, t_s: np.ndarray) -> np.ndarray:
         """(N, 4, 4) camera-to-world poses of the left camera at times `t_s`."""

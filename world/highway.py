@@ -5,10 +5,12 @@ Little stands near the road, so sky and distant terrain fill most of the picture
 the camera drives fast; the markings, rails and posts keep the near field textured. The ground between
 the objects is painted by `Shader.highway_ground`.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from world.road import LANE_WIDTH_M, Road
-from world.scene import FACADE_COLOURS, BoxList, Material, Scene, Spheres, add_tree, random_sun
+from world.scene import FACADE_COLOURS, Boxes, BoxList, Material, Scene, Spheres, add_tree, random_sun
 
 LANES_PER_DIRECTION = 2
 ASPHALT_HALF_WIDTH_M = LANES_PER_DIRECTION * LANE_WIDTH_M + 1.0
@@ -22,6 +24,19 @@ MAX_CURVATURE_PER_M = 1 / 3000
 PIECE_LENGTH_M = (300.0, 700.0)
 RAIL_SEGMENT_M = 8.0
 POST_SPACING_M = 4.0
+LAMP_POST_SPACING_M = 120.0
+LAMP_POST_HEIGHT_M = 10.0
+
+
+def lamp_posts(scene: Scene) -> Scene:
+    """The highway with tall posts beside its right shoulder every `LAMP_POST_SPACING_M` (a lit stretch
+    near a town; `world.scene.at_night` hangs a lamp on each). Drawn from nothing random: the rest of the
+    scene stays as its seed made it."""
+    posts = BoxList(scene.road, np.random.default_rng(0))
+    for s in np.arange(LAMP_POST_SPACING_M / 2, scene.road.length_m, LAMP_POST_SPACING_M):
+        posts.add(float(s), -(GUARD_RAIL_M + 0.6), 0.0, 0.18, 0.18, LAMP_POST_HEIGHT_M, Material.METAL,
+                  np.array([0.40, 0.41, 0.43]))
+    return replace(scene, boxes=Boxes.concatenate([scene.boxes, posts.pack()]))
 
 
 def generate_highway_scene(seed: int, length_m: float) -> Scene:

@@ -3,10 +3,12 @@ A-pillar, a channel logo. Dashcam uploads carry them; mining must find and mask 
 
 Each overlay is made once per video and composited over every frame at the same place, after the scene
 and before the clock stamp. Opaque overlays leave their pixels exactly constant; the logo is
-semi-opaque, so the scene shows through it faintly. Everything is in video pixels, (x, y, w, h) boxes in
+semi-opaque, so the scene shows through it faintly. With glare the ego car changes while it stays in
+place, as it does in real footage: a polished bonnet mirrors the scene ahead of it, and sunlight through
+the windscreen drifts and flickers over a dashboard. Everything is in video pixels, (x, y, w, h) boxes in
 whole-frame coordinates, colours RGB 0..255.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -23,6 +25,12 @@ LOGO_INSET = 0.06
 """Gap between the logo and the top-right corner of the content, a fraction of the content size."""
 LOGO_OPACITY = 0.7
 LOGO_TEXT = "GEO"
+HOOD_REFLECTANCE = (0.35, 0.1)
+"""Share of the scene a glossy bonnet mirrors at its top edge (grazing view) and at the bottom of the picture."""
+SUN_PATCH_GREY = 70.0
+"""Peak brightening (grey levels) of the patch of sunlight on a dashboard."""
+SUN_PATCH_SIZE = (0.12, 0.3)
+"""Standard deviation of the sunlight patch, fractions of the dashboard's width and height."""
 _SUPERSAMPLING = 4
 
 
@@ -38,6 +46,8 @@ class Overlay:
     coverage: np.ndarray
     """(h, w, 1) float32 0..1: how much of each pixel the shape covers (anti-aliased edges)."""
     opacity: float
+    glare: bool = False
+    """A bonnet mirrors the scene above it, a dashboard has sunlight moving over it (see the module doc)."""
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -49,15 +59,16 @@ class Overlay:
 
 
 def static_overlays(content_box: tuple[int, int, int, int], ego: str | None, a_pillar: bool,
-                    logo: bool) -> list[Overlay]:
-    """The overlays of a video, in drawing order, for a picture at `content_box`."""
+                    logo: bool, ego_glare: bool = False) -> list[Overlay]:
+    """The overlays of a video, in drawing order, for a picture at `content_box`; `ego_glare` gives the
+    bonnet or dashboard its glare."""
     if ego not in (None, *EGO_KINDS):
         raise ValueError(f"ego must be one of {', '.join(EGO_KINDS)} or None, got {ego!r}")
     overlays = []
     if ego == "hood":
-        overlays.append(_hood(content_box))
+        overlays.append(replace(_hood(content_box), glare=ego_glare))
     if ego == "dashboard":
-        overlays.append(_dashboard(content_box))
+        overlays.append(replace(_dashboard(content_box), glare=ego_glare))
     if a_pillar:
         overlays.append(_a_pillar(content_box))
     if logo:
@@ -65,13 +76,41 @@ def static_overlays(content_box: tuple[int, int, int, int], ego: str | None, a_p
     return overlays
 
 
-def draw_overlays(canvas: np.ndarray, overlays: list[Overlay]) -> None:
-    """Composite `overlays` over `canvas` (H, W, 3) uint8, in place."""
+def draw_overlays(canvas: np.ndarray, overlays: list[Overlay], time_s: float = 0.0) -> None:
+    """Composite `overlays` over `canvas` (H, W, 3) uint8, in place, as they look at `time_s` seconds."""
     for overlay in overlays:
         x, y, w, h = overlay.patch_box
+        colour = overlay.colour
+        if overlay.glare and overlay.kind == "hood":
+            colour = colour + _reflection(canvas, overlay.patch_box)
+        if overlay.glare and overlay.kind == "dashboard":
+            colour = colour + _sunlight(h, w, time_s)
         patch = canvas[y:y + h, x:x + w].astype(np.float32)
-        patch += (overlay.colour - patch) * (overlay.coverage * np.float32(overlay.opacity))
+        patch += (np.minimum(colour, 255) - patch) * (overlay.coverage * np.float32(overlay.opacity))
         canvas[y:y + h, x:x + w] = (patch + 0.5).astype(np.uint8)
+
+
+def _reflection(canvas: np.ndarray, patch_box: tuple[int, int, int, int]) -> np.ndarray:
+    """(h, w, 3) float32 light a bonnet at `patch_box` mirrors: the scene just above it, upside down,
+    squeezed by the bonnet's curve (two rows of scene per row of bonnet) and blurred by its paint."""
+    x, y, w, h = patch_box
+    above = canvas[max(0, y - 2 * h):y, x:x + w][::-1].astype(np.float32)
+    mirrored = cv2.GaussianBlur(cv2.resize(above, (w, h), interpolation=cv2.INTER_AREA), (0, 0), 1.5)
+    reflectance = np.linspace(*HOOD_REFLECTANCE, h, dtype=np.float32)[:, None, None]
+    return mirrored * reflectance
+
+
+def _sunlight(height_px: int, width_px: int, time_s: float) -> np.ndarray:
+    """(h, w, 3) float32 grey levels a patch of sunlight adds to a dashboard at `time_s`: it wanders
+    across as the car turns and flickers as trees pass between it and the sun."""
+    centre_x = width_px * (0.5 + 0.35 * np.sin(2 * np.pi * time_s / 6.0 + 1.0))
+    centre_y = height_px * (0.45 + 0.2 * np.sin(2 * np.pi * time_s / 4.3))
+    sigma_x, sigma_y = SUN_PATCH_SIZE[0] * width_px, SUN_PATCH_SIZE[1] * height_px
+    columns = np.exp(-0.5 * ((np.arange(width_px) - centre_x) / sigma_x) ** 2)
+    rows = np.exp(-0.5 * ((np.arange(height_px) - centre_y) / sigma_y) ** 2)
+    flicker = 0.75 + 0.25 * np.sin(2 * np.pi * time_s / 0.9)
+    patch = (SUN_PATCH_GREY * flicker * rows[:, None] * columns[None, :]).astype(np.float32)
+    return patch[..., None] * np.float32([1.0, 0.95, 0.85])
 
 
 def static_mask(overlays: list[Overlay], height_px: int, width_px: int) -> np.ndarray:

@@ -20,6 +20,9 @@ NEAR_M = 0.05
 FAR_M = 400.0
 """Primitives further than this are not tested; the ground plane still reaches the horizon."""
 SKY, GROUND, BOX, SPHERE = 0, 1, 2, 3
+LAMP_HEAD_M = 0.25
+LAMP_COLOUR = np.float32([1.0, 0.82, 0.55])
+"""Sodium-ish warm white of a street lamp's glow."""
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _BOX_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
 _BOX_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
@@ -89,12 +92,36 @@ class Renderer:
             for i, window, min_distance_m in self._visible_spheres(pose):
                 if not self._occluded(window, min_distance_m, depth):
                     self._cast_sphere(i, window, origin, rays, depth, kind, index)
+        self.shader.camera_pose = pose
         colour = self._shade(origin, rays, depth, kind, index)
+        if self.scene.at_night:
+            self._add_lamp_glow(colour, pose, depth)
         colour *= np.float32(exposure * 255.0)
         rgb = np.ascontiguousarray(np.clip(colour, 0, 255).astype(np.uint8).transpose(1, 2, 0))
         if self.blur_sigma_px > 0:  # the lens: a camera never resolves single-pixel steps
             rgb = cv2.GaussianBlur(rgb, (0, 0), self.blur_sigma_px)
         return Frame(rgb=rgb, depth_m=depth)
+
+    def _add_lamp_glow(self, colour: np.ndarray, pose: np.ndarray, depth: np.ndarray) -> None:
+        """Add the glow of every street lamp in view and not hidden to `colour` (3, H, W): a bright core
+        `LAMP_HEAD_M` across and a faint halo four times wider, as a lens renders a lamp at night."""
+        cam = self.camera
+        lamps_cam = (self.scene.lamps_m - pose[:3, 3]) @ pose[:3, :3]
+        for x, y, z in lamps_cam[(lamps_cam[:, 2] > 1.0) & (lamps_cam[:, 2] < FAR_M)]:
+            u, v = cam.fx_px * x / z + cam.cx_px, cam.fy_px * y / z + cam.cy_px
+            radius_px = max(0.8, cam.fx_px * LAMP_HEAD_M / z)
+            reach = int(np.ceil(12 * radius_px))
+            v0, v1 = max(0, int(v) - reach), min(cam.height_px, int(v) + reach + 1)
+            u0, u1 = max(0, int(u) - reach), min(cam.width_px, int(u) + reach + 1)
+            if v0 >= v1 or u0 >= u1:
+                continue
+            centre_row, centre_column = min(max(int(v), v0), v1 - 1), min(max(int(u), u0), u1 - 1)
+            if depth[centre_row, centre_column] < 0.95 * z and 0 <= v < cam.height_px and 0 <= u < cam.width_px:
+                continue  # something nearer stands in front of the lamp
+            distance_sq = ((np.arange(v0, v1, dtype=np.float32)[:, None] - v) ** 2
+                           + (np.arange(u0, u1, dtype=np.float32)[None, :] - u) ** 2)
+            glow = 4.0 * np.exp(-distance_sq / (2 * radius_px**2)) + 0.15 * np.exp(-distance_sq / (32 * radius_px**2))
+            colour[:, v0:v1, u0:u1] += LAMP_COLOUR[:, None, None] * glow
 
     def _place_movers(self, time_s: float) -> None:
         """Put the movers (the boxes after the static ones) where they are at `time_s`."""

@@ -3,8 +3,11 @@
 Geometry is made of two analytic primitives, yaw-rotated boxes and spheres, placed in road coordinates
 along a `Road`. The same seed always gives the same scene. Street and highway scenes are static; a scene
 may also carry `Movers`, boxes moving at constant velocity (traffic), which the renderer places by time.
+The light is part of the scene: a day under the sun (clear or overcast), or a night lit by the car's
+headlights and street lamps on the poles (`at_night`); `another_day` keeps a street and changes what
+changes from one day to the next.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 
 import numpy as np
@@ -84,6 +87,14 @@ class Scene:
     kind: str = "street"
     """Which ground the shader paints: "street" (lanes, parking, kerbs, sidewalks) or "highway"."""
     movers: Movers | None = None
+    overcast: float = 0.0
+    """0 (clear sky, hard sun) .. 1 (grey sky, no direct sun): flattens the shading and greys the sky."""
+    lamps_m: np.ndarray | None = None
+    """(N, 3) world positions of lit street lamps; None by day. Set, the scene is at night."""
+
+    @property
+    def at_night(self) -> bool:
+        return self.lamps_m is not None
 
 
 FACADE_COLOURS = np.array([
@@ -135,6 +146,37 @@ def street_along(seed: int, road: Road, rng: np.random.Generator) -> Scene:
         sidewalk_colour=rng.choice(np.array([[0.62, 0.60, 0.57], [0.58, 0.45, 0.40], [0.55, 0.56, 0.58]])),
         sky_tint=np.array([0.45, 0.62, 0.88]) * rng.uniform(0.9, 1.1, size=3),
     )
+
+
+LAMP_REACH_M = 1.2
+"""A street lamp hangs this far out from its pole, over the road."""
+POLE_MAX_WIDTH_M = 0.2
+
+
+def at_night(scene: Scene) -> Scene:
+    """The same scene after dark: a lamp on top of every pole (thin, tall metal boxes), no sun."""
+    b = scene.boxes
+    poles = (b.material == Material.METAL) & (b.half_size_m[:, 0] < POLE_MAX_WIDTH_M / 2) & (b.half_size_m[:, 2] > 2.0)
+    top_m = b.centre_m[poles] + np.array([0.0, 0.0, 1.0]) * b.half_size_m[poles, 2:3]
+    s, d = scene.road.road_coords(top_m[:, 0], top_m[:, 1], (0.0, scene.road.length_m))
+    over_road_xy, _ = scene.road.to_world(s, d - np.sign(d) * LAMP_REACH_M)
+    lamps_m = np.column_stack([over_road_xy, top_m[:, 2]])
+    return replace(scene, lamps_m=lamps_m)
+
+
+def another_day(scene: Scene, day_seed: int) -> Scene:
+    """The same street on another day, drawn from `day_seed`: other cars parked in other places, another
+    sun, sky and cloud cover. Road, facades, poles and trees stay."""
+    rng = np.random.default_rng([day_seed, 11])
+    b = scene.boxes
+    cars = BoxList(scene.road, rng)
+    if scene.kind == "street":
+        for side in (-1.0, 1.0):
+            _parked_cars(cars, rng, side, scene.road.length_m)
+    is_car = (b.material == Material.CAR_BODY) | (b.material == Material.CAR_CABIN)
+    boxes = Boxes.concatenate([b.subset(~is_car), cars.pack()]) if cars.rows else b.subset(~is_car)
+    return replace(scene, boxes=boxes, sun_direction=random_sun(rng), overcast=float(rng.uniform(0.0, 1.0)),
+                   sky_tint=np.array([0.45, 0.62, 0.88]) * rng.uniform(0.85, 1.15, size=3))
 
 
 def random_sun(rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Colours of ray hits: sky, ground (street or highway: road, markings, kerb, sidewalk, grass), boxes and spheres.
 
-A colour depends only on where a point lies on its surface, its material and the fixed sun, never on the
-camera, so every frame of a drive agrees photometrically. Arrays are per hit pixel: `rays` (3, n) float32
+By day a colour depends only on where a point lies on its surface, its material and the fixed sun (its
+strength set by the scene's cloud cover), never on the camera, so every frame of a drive agrees
+photometrically. At night the light comes from the street lamps and the car's own headlights, which
+travel with the camera: a surface brightens as the car comes near, as it does in a night video. Arrays are per hit pixel: `rays` (3, n) float32
 world-frame directions scaled to camera z = 1, `depth_m` (n,) the ray parameter, `footprint_m` (n,) the
 size of the pixel on the surface, which picks the blur level of textures and anti-aliases the patterns.
 """
@@ -21,6 +23,26 @@ GROUND_TEXTURE_PERIOD_M = 102.4
 PAINT = np.float32([0.85, 0.85, 0.82])
 GLASS = np.float32([0.14, 0.17, 0.22])
 TYRE_BAND_M = 0.32
+OVERCAST_AMBIENT = np.float32(0.3)
+"""Share of the direct sunlight that a full overcast turns into light from the whole sky."""
+OVERCAST_SKY = np.float32([0.72, 0.73, 0.75])
+NIGHT_AMBIENT = np.float32(0.012)
+NIGHT_SKY = np.float32([0.006, 0.009, 0.02])
+CITY_GLOW = np.float32([0.035, 0.028, 0.02])
+"""Clouds at night, lit from below by the town."""
+LAMP_INTENSITY = 30.0
+"""Street lamp irradiance at 1 m (light units: 1 is the full sun on a level surface)."""
+LAMP_RANGE_M = 60.0
+HEADLIGHT_INTENSITY = 100.0
+HEADLIGHT_OFFSET_M = np.array([0.0, 1.0, 2.0])
+"""Headlights relative to the camera (right, down, ahead along the car's heading): 1 m lower, 2 m ahead."""
+HEADLIGHT_SPREAD = (0.35, 0.15, 0.025)
+"""Beam width as the tangent of the angle off its axis: sideways, downwards, upwards (a low beam's cut-off)."""
+HEADLIGHT_DIP = np.float32(0.035)
+"""The beam's axis points this far below the horizon (tangent)."""
+WINDOW_GLOW = np.float32([0.55, 0.42, 0.25])
+LIT_WINDOW_NOISE = np.float32(0.52)
+"""A window is lit where the unit-variance noise of its cell exceeds this: about 30 % of them."""
 
 
 class Shader:
@@ -44,11 +66,48 @@ class Shader:
         self.sphere_colour = np.ascontiguousarray(sp.colour.T, dtype=np.float32)
         self.sphere_offset = sp.texture_offset.astype(np.float32)
         self.sun = scene.sun_direction.astype(np.float32)
+        self.ambient = AMBIENT + (1 - AMBIENT) * OVERCAST_AMBIENT * np.float32(scene.overcast)
+        self.direct = (1 - AMBIENT) * (1 - np.float32(scene.overcast))
         self.ground = self.highway_ground if scene.kind == "highway" else self.street_ground
         """Shader of ground hits, by the kind of scene."""
+        self.camera_pose = np.eye(4)
+        """(4, 4) camera-to-world pose of the frame being shaded: the headlights travel with it."""
 
-    def lambert(self, nx, ny, nz) -> np.ndarray:
-        return AMBIENT + (1 - AMBIENT) * np.maximum(nx * self.sun[0] + ny * self.sun[1] + nz * self.sun[2], 0)
+    def light(self, origin, rays, depth_m, nx, ny, nz) -> np.ndarray:
+        """(n,) light falling on hits with world normals (nx, ny, nz): ambient plus sun by day; at night
+        ambient, headlights and street lamps, each falling off with the square of the distance."""
+        if not self.scene.at_night:
+            return self.ambient + self.direct * np.maximum(nx * self.sun[0] + ny * self.sun[1] + nz * self.sun[2], 0)
+        points = [np.float32(origin[k]) + depth_m * rays[k] for k in range(3)]
+        total = np.full(depth_m.shape, NIGHT_AMBIENT, dtype=np.float32) + self._headlights(points, nx, ny, nz)
+        for lamp in self.scene.lamps_m[np.linalg.norm(self.scene.lamps_m - origin, axis=1) < LAMP_RANGE_M]:
+            total += self._point_light(points, nx, ny, nz, lamp, LAMP_INTENSITY)
+        return total
+
+    @staticmethod
+    def _point_light(points, nx, ny, nz, source_m, intensity: float, floor: float = 0.0) -> np.ndarray:
+        """Irradiance from a point source: intensity * max(cos, floor) / distance^2 (distance at least 1 m)."""
+        to_source = [np.float32(source_m[k]) - points[k] for k in range(3)]
+        distance_sq = np.maximum(to_source[0] ** 2 + to_source[1] ** 2 + to_source[2] ** 2, 1.0)
+        cosine = (nx * to_source[0] + ny * to_source[1] + nz * to_source[2]) / np.sqrt(distance_sq)
+        return np.float32(intensity) * np.maximum(cosine, floor) / distance_sq
+
+    def _headlights(self, points, nx, ny, nz) -> np.ndarray:
+        """Irradiance from the low beams: a spot along the car's heading, level with the road however the
+        camera is tilted, wide sideways and cut off above."""
+        rotation, camera_m = self.camera_pose[:3, :3], self.camera_pose[:3, 3]
+        forward = np.array([rotation[0, 2], rotation[1, 2], 0.0]) / np.hypot(rotation[0, 2], rotation[1, 2])
+        right, down = np.array([forward[1], -forward[0], 0.0]), np.array([0.0, 0.0, -1.0])
+        source_m = camera_m + right * HEADLIGHT_OFFSET_M[0] + down * HEADLIGHT_OFFSET_M[1] + forward * HEADLIGHT_OFFSET_M[2]
+        relative = [points[k] - np.float32(source_m[k]) for k in range(3)]
+        along, across, below = (sum(np.float32(axis[k]) * relative[k] for k in range(3)) for axis in (forward, right, down))
+        ahead = np.maximum(along, np.float32(0.1))
+        sideways, dip = across / ahead, below / ahead - HEADLIGHT_DIP
+        spread_x, spread_down, spread_up = HEADLIGHT_SPREAD
+        vertical = np.where(dip > 0, dip / np.float32(spread_down), dip / np.float32(spread_up))
+        beam = np.exp(-(sideways / np.float32(spread_x)) ** 2 - vertical ** 2) * (along > 0)
+        # A grazing road still shows the beam (rough asphalt scatters back): the cosine never drops under 0.25.
+        return beam * self._point_light(points, nx, ny, nz, source_m, HEADLIGHT_INTENSITY, floor=0.25)
 
     def sky(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
         horizontal = np.hypot(rays[0], rays[1])
@@ -57,9 +116,12 @@ class Shader:
         u = azimuth * np.float32(textures.TILE_TEXELS / (2 * np.pi))
         v = np.tan(np.clip(elevation, 0.02, 1.3)) * np.float32(60.0)
         clouds = np.clip(textures.noise(u, v, np.full_like(u, 0.5)) * 0.6 + 0.1, 0, 1)
+        if self.scene.at_night:
+            return NIGHT_SKY[:, None] + CITY_GLOW[:, None] * clouds
         gradient = np.clip(elevation / 0.6, 0, 1)
         haze = np.float32([0.85, 0.88, 0.92])[:, None]
         base = haze + (self.scene.sky_tint.astype(np.float32)[:, None] - haze) * gradient
+        base += (OVERCAST_SKY[:, None] - base) * np.float32(self.scene.overcast)
         return base + (np.float32([0.95, 0.95, 0.96])[:, None] - base) * clouds
 
     def _ground_surface(self, origin, rays, depth_m, footprint_m, lookahead_m: float):
@@ -112,7 +174,7 @@ class Shader:
         i = np.flatnonzero(~on_road & ~on_kerb & ~on_sidewalk)
         blades = textures.surface_noise(x[i], y[i], 0.025, fp[i], 300.0)
         out[:, i] = np.float32([0.22, 0.36, 0.14])[:, None] * (1 + 0.25 * blades + 0.15 * patch[i])
-        return out * self.lambert(0, 0, 1)
+        return out * self.light(origin, rays, depth_m, 0, 0, 1)
 
     def highway_ground(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
         """Four lanes with a solid double centre line, dashed lane lines and solid edge lines, a gravel
@@ -143,7 +205,7 @@ class Shader:
         grass = np.float32([0.22, 0.36, 0.14])[:, None] + (np.float32([0.52, 0.48, 0.26])
                                                            - np.float32([0.22, 0.36, 0.14]))[:, None] * fields
         out[:, i] = grass * (1 + 0.25 * blades + 0.15 * patch[i])
-        return out * self.lambert(0, 0, 1)
+        return out * self.light(origin, rays, depth_m, 0, 0, 1)
 
     def boxes(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
         c, s = self.box_cos.take(index), self.box_sin.take(index)
@@ -199,7 +261,18 @@ class Shader:
         i = np.flatnonzero(glass_cover)
         glass = GLASS[:, None] * (1 + 0.5 * coarse[i] + 0.1 * grain[i])
         out[:, i] += (glass - out[:, i]) * glass_cover[i]
-        return out * self.lambert(wx, wy, nz)
+        lit = out * self.light(origin, rays, depth_m, wx, wy, nz)
+        if self.scene.at_night:
+            facade = (material == Material.BRICK) | (material == Material.PLASTER)
+            lit += self._lit_windows(u, v, index, glass_cover * facade)
+        return lit
+
+    def _lit_windows(self, u, v, index, glass_cover) -> np.ndarray:
+        """(3, n) light given off by the windows that are lit at night (`LIT_WINDOW_NOISE`)."""
+        spacing, floor_h = self.box_spacing.take(index), self.box_floor.take(index)
+        cell_u, cell_v = np.floor(u / spacing), np.floor(v / floor_h)
+        switch = textures.noise(cell_u * 17.0 + self.box_offset.take(index), cell_v * 23.0, np.zeros_like(u))
+        return WINDOW_GLOW[:, None] * ((switch > LIT_WINDOW_NOISE) * glass_cover)
 
     def spheres(self, origin, rays, depth_m, footprint_m, index) -> np.ndarray:
         centre = self.sphere_centre.take(index, axis=1)
@@ -212,5 +285,5 @@ class Shader:
         offset = self.sphere_offset.take(index)
         leaves = textures.surface_noise(u, v, 0.025, footprint_m, offset)
         clumps = textures.surface_noise(u, v, 0.25, footprint_m, offset + 99.0)
-        lit = self.lambert(px * inverse_radius, py * inverse_radius, pz * inverse_radius)
+        lit = self.light(origin, rays, depth_m, px * inverse_radius, py * inverse_radius, pz * inverse_radius)
         return self.sphere_colour.take(index, axis=1) * ((1 + 0.4 * leaves + 0.25 * clumps) * lit)

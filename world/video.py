@@ -23,11 +23,13 @@ import numpy as np
 from formats.files import write_bytes_atomic, write_json_atomic
 from formats.video import write_h264
 from world.camera import PinholeCamera
-from world.drive import DRIVE_KINDS, Drive, DriveSpec
+from world.drive import DRIVE_KINDS, LIGHTS, Drive, DriveSpec
 from world.overlays import EGO_KINDS, draw_overlays, static_mask, static_overlays
 from world.render import Renderer
 
-SUPPORTED_FPS = {"25": Fraction(25), "30": Fraction(30), "29.97": Fraction(30000, 1001)}
+SUPPORTED_FPS = {"10": Fraction(10), "25": Fraction(25), "30": Fraction(30), "29.97": Fraction(30000, 1001)}
+"""Frame rates of uploads, and 10 (KITTI's, some dashcams', and the rate mining decodes to: the cheapest
+world video to render for a mining test)."""
 CLOCK_START = dt.datetime(2026, 5, 14, 8, 30, 0)
 
 
@@ -37,12 +39,15 @@ class ShotSpec:
 
     `kind` is one of `world.drive.DRIVE_KINDS`: "street" (city driving with stops), "highway" (fast, open
     land, mostly sky and far field) or "parked_traffic" (the camera stands still, cars drive past).
+    `light` and `day_seed` as in `world.drive.DriveSpec`: "night", or the same drive on another day.
     """
 
     seed: int
     duration_s: float
     stops: tuple[tuple[float, float], ...] = ()
     kind: str = "street"
+    light: str = "day"
+    day_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class VideoSpec:
 
     shots: tuple[ShotSpec, ...]
     fps: str = "30"
-    """One of SUPPORTED_FPS: '25', '30' or '29.97' (NTSC 30000/1001)."""
+    """One of SUPPORTED_FPS: '10', '25', '30' or '29.97' (NTSC 30000/1001)."""
     width_px: int = 640
     height_px: int = 360
     content_height_px: int = 288
@@ -65,6 +70,8 @@ class VideoSpec:
     """A dark windscreen pillar slanting down the left edge of the picture."""
     logo: bool = False
     """A small semi-opaque channel logo near the top-right corner."""
+    ego_glare: bool = False
+    """The own car does not stay still: the hood mirrors the scene, sunlight drifts over the dashboard."""
 
     def __post_init__(self):
         if self.fps not in SUPPORTED_FPS:
@@ -77,6 +84,8 @@ class VideoSpec:
             raise ValueError("a video needs at least one shot of positive duration")
         if any(s.kind not in DRIVE_KINDS for s in self.shots):
             raise ValueError(f"shot kind must be one of {', '.join(DRIVE_KINDS)}")
+        if any(s.light not in LIGHTS for s in self.shots):
+            raise ValueError(f"shot light must be one of {', '.join(LIGHTS)}")
         if self.ego not in (None, *EGO_KINDS):
             raise ValueError(f"ego must be one of {', '.join(EGO_KINDS)} or None, got {self.ego!r}")
         PinholeCamera.kitti_like(self.width_px, self.content_height_px)
@@ -121,29 +130,35 @@ class VideoTruth:
 def internet_like_spec(seed: int, duration_s: float = 12.0, fps: str = "30", cuts: int = 2,
                        stop_s: float = 3.0, width_px: int = 640, height_px: int = 360,
                        content_height_px: int = 288, ego: str | None = None, a_pillar: bool = False,
-                       logo: bool = False) -> VideoSpec:
+                       logo: bool = False, light: str = "day", day_seed: int | None = None,
+                       ego_glare: bool = False) -> VideoSpec:
     """A typical upload: `cuts` + 1 street shots of other seeds sharing `duration_s`, the second shot (or
     the only one) starting parked for `stop_s` seconds before it pulls away (0 for none); `ego`,
-    `a_pillar` and `logo` add static overlays (see `VideoSpec`)."""
+    `a_pillar`, `logo` and `ego_glare` add static overlays (see `VideoSpec`), `light` and `day_seed` apply
+    to every shot (see `ShotSpec`)."""
     shot_count = cuts + 1
     shot_s = duration_s / shot_count
     parked_shot = min(1, cuts)
     shots = []
     for i in range(shot_count):
         stops = ((0.0, stop_s),) if i == parked_shot and stop_s > 0 else ()
-        shots.append(ShotSpec(seed=seed * 1000 + i, duration_s=shot_s + (stop_s if stops else 0.0), stops=stops))
+        shots.append(ShotSpec(seed=seed * 1000 + i, duration_s=shot_s + (stop_s if stops else 0.0), stops=stops,
+                              light=light, day_seed=day_seed))
     return VideoSpec(shots=tuple(shots), fps=fps, width_px=width_px, height_px=height_px,
-                     content_height_px=content_height_px, ego=ego, a_pillar=a_pillar, logo=logo)
+                     content_height_px=content_height_px, ego=ego, a_pillar=a_pillar, logo=logo, ego_glare=ego_glare)
 
 
 def single_shot_spec(seed: int, kind: str, duration_s: float, fps: str = "30", width_px: int = 640,
                      height_px: int = 360, content_height_px: int | None = None, ego: str | None = None,
-                     a_pillar: bool = False, logo: bool = False, clock_overlay: bool = True) -> VideoSpec:
+                     a_pillar: bool = False, logo: bool = False, clock_overlay: bool = True,
+                     stops: tuple[tuple[float, float], ...] = (), light: str = "day", day_seed: int | None = None,
+                     ego_glare: bool = False) -> VideoSpec:
     """One uncut `duration_s` shot of `kind` (see `ShotSpec`), the picture `content_height_px` tall
     (None: the whole frame, no bars)."""
-    return VideoSpec(shots=(ShotSpec(seed=seed, duration_s=duration_s, kind=kind),), fps=fps, width_px=width_px,
-                     height_px=height_px, content_height_px=content_height_px or height_px,
-                     clock_overlay=clock_overlay, ego=ego, a_pillar=a_pillar, logo=logo)
+    shot = ShotSpec(seed=seed, duration_s=duration_s, stops=stops, kind=kind, light=light, day_seed=day_seed)
+    return VideoSpec(shots=(shot,), fps=fps, width_px=width_px, height_px=height_px,
+                     content_height_px=content_height_px or height_px, clock_overlay=clock_overlay, ego=ego,
+                     a_pillar=a_pillar, logo=logo, ego_glare=ego_glare)
 
 
 def _frame_times(shot: ShotSpec, frame_rate: Fraction) -> np.ndarray:
@@ -181,7 +196,7 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
                        frame_count=0, width_px=spec.width_px, height_px=spec.height_px,
                        content_box=spec.content_box, overlay_box=clock_box if spec.clock_overlay else None,
                        intrinsics_px=camera.K.tolist())
-    overlays = static_overlays(spec.content_box, spec.ego, spec.a_pillar, spec.logo)
+    overlays = static_overlays(spec.content_box, spec.ego, spec.a_pillar, spec.logo, spec.ego_glare)
     truth.static_regions = [{"kind": o.kind, "box": o.box} for o in overlays]
     if spec.clock_overlay:
         truth.static_regions.append({"kind": "clock", "box": clock_box})
@@ -192,12 +207,14 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
         for shot_index, shot in enumerate(spec.shots):
             if shot_index > 0:
                 truth.cut_frames.append(truth.frame_count)
-            drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops, kind=shot.kind))
+            drive = Drive(DriveSpec(seed=shot.seed, duration_s=shot.duration_s, stops=shot.stops, kind=shot.kind,
+                                    light=shot.light, day_seed=shot.day_seed))
             renderer = Renderer(drive.scene, camera)
             times_s = _frame_times(shot, frame_rate)
             poses, exposures = drive.poses(times_s), drive.exposure(times_s)
             truth.shots.append({"seed": shot.seed, "kind": shot.kind, "first_frame": truth.frame_count,
-                                "frame_count": len(times_s), "stops": list(shot.stops)})
+                                "frame_count": len(times_s), "stops": list(shot.stops), "light": shot.light,
+                                "day_seed": shot.day_seed})
             static_start = None
             for i in range(len(times_s)):
                 frame_index = truth.frame_count
@@ -208,7 +225,7 @@ def render_video(spec: VideoSpec, out_path: Path, progress: Callable[[int], None
                     truth.static_ranges.append((static_start, frame_index))
                     static_start = None
                 canvas[y0:y0 + h, x0:x0 + w] = renderer.render(poses[i], float(exposures[i]), float(times_s[i])).rgb
-                draw_overlays(canvas, overlays)
+                draw_overlays(canvas, overlays, frame_index / float(frame_rate))
                 if spec.clock_overlay:
                     clock = CLOCK_START + dt.timedelta(seconds=frame_index / float(frame_rate))
                     _stamp_clock(canvas, clock.strftime("%Y-%m-%d %H:%M:%S"), clock_origin, clock_scale)

@@ -54,6 +54,17 @@ def test_render_with_overlays_writes_their_mask(tmp_path):
     assert sidecar["shots"][0]["kind"] == "parked_traffic" and sidecar["cut_frames"] == []
 
 
+def test_render_at_night_on_another_day_with_glare_says_so_in_the_sidecar(tmp_path):
+    result = CliRunner().invoke(main, ["render", "--out", str(tmp_path), "--videos", "1", "--duration", "0.5",
+                                       "--cuts", "0", "--stop", "0", "--ego", "hood", "--ego-glare", "--light",
+                                       "night", "--day-seed", "7", "--size", "96x48", "--content-height", "48",
+                                       "--fps", "10"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "world_0000.json").read_text())
+    assert sidecar["frame_count"] == 5 and sidecar["fps"] == "10"
+    assert sidecar["shots"][0]["light"] == "night" and sidecar["shots"][0]["day_seed"] == 7
+
+
 def test_kitti_rerun_resumes_without_rendering_again(tmp_path):
     args = ["kitti", "--out", str(tmp_path), "--frames", "4", "--train-drives", "1", "--size", "64x24"]
     assert CliRunner().invoke(main, args).exit_code == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.world.test_video import decode_grey
-from world.overlays import static_overlays
+from world.overlays import draw_overlays, static_mask, static_overlays
 from world.video import VideoSpec, ShotSpec, render_video, sidecar_path, single_shot_spec
 
 
@@ -82,3 +82,31 @@ def test_no_overlays_means_no_static_regions_and_no_mask(tmp_path):
 def test_unknown_ego_is_refused():
     with pytest.raises(ValueError, match="ego must be one of"):
         VideoSpec(shots=(ShotSpec(seed=0, duration_s=1.0),), ego="bonnet")
+
+
+def test_with_glare_the_hood_mirrors_the_scene_and_sunlight_drifts_over_the_dashboard():
+    content_box = (0, 0, 160, 96)
+    rng = np.random.default_rng(0)
+    scenes = [rng.integers(0, 256, (96, 160, 3), dtype=np.uint8) for _ in range(2)]
+
+    def drawn(overlay, scene, time_s=0.0):
+        canvas = scene.copy()
+        draw_overlays(canvas, [overlay], time_s)
+        return canvas.astype(np.int16)
+
+    for ego in ("hood", "dashboard"):
+        still, = static_overlays(content_box, ego, False, False)
+        glaring, = static_overlays(content_box, ego, False, False, ego_glare=True)
+        assert glaring.box == still.box, "glare changes the ego car's pixels, not where it is"
+        inside = static_mask([still], 96, 160) > 0
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert np.array_equal(drawn(still, scenes[0])[inside], drawn(still, scenes[1])[inside])
+    hood, = static_overlays(content_box, "hood", False, False, ego_glare=True)
+    inside = cv2.erode((static_mask([hood], 96, 160) > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    mirrored = np.abs(drawn(hood, scenes[0]) - drawn(hood, scenes[1]))[inside].mean()
+    scene_change = np.abs(scenes[0].astype(np.int16) - scenes[1])[~inside].mean()
+    assert 0.02 * scene_change < mirrored < 0.4 * scene_change
+    dashboard, = static_overlays(content_box, "dashboard", False, False, ego_glare=True)
+    inside = static_mask([dashboard], 96, 160) > 0
+    at = [drawn(dashboard, scenes[0], t)[inside].reshape(-1, 3).mean(axis=1) for t in (0.0, 2.0)]
+    assert np.abs(at[0] - at[1]).max() > 20, "the patch of sunlight has moved"
