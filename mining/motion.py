@@ -9,10 +9,18 @@ over those cells. Flat sky and asphalt show no flow whatever the camera does, an
 field, most of a highway frame, barely move: a frame-wide median fell under a pixel on highways at
 speed (69 % of a real highway clip's pairs), while near the car every cell moves. Cars passing a parked
 camera move in a few cells only, and a close one that fills a quarter of the picture's texture no
-longer passes for a moving camera. A hood or a clock never moves. A pair is usable unless it is
+longer passes for a moving camera. A hood or a clock never moves.
+
+A dark or flat pair is stretched to a daylight contrast (`REFERENCE_SPREAD_GREY`) before its frames are
+compared and its flow measured: at night most of the picture is black, and a moving pair differed by
+0.3-0.5 grey levels on average, under the duplicate threshold (a lit highway at night lost 23 % of its
+moving frames as duplicates). Which pixels are textured is still judged on the unstretched grey: codec
+noise does not grow with the stretch, and stretched night clouds would pass for texture whose still flow
+outvotes the road's. A pair is usable unless it is
 
 - ``duplicate``: (nearly) the same picture twice, e.g. a low-rate source repeated by rate conversion;
-- ``static``: camera motion below `min_motion_px` (working-size pixels): the camera stands still;
+- ``static``: camera motion below `min_motion_px` (working-size pixels, and never under
+  `MIN_GRID_MOTION_PX` of the flow grid, which the flow cannot resolve): the camera stands still;
 - ``flash``: one frame far brighter or darker than both neighbours, which agree with each other;
 - ``cut``: the scene detector saw a cut and the flow cannot explain the change (see `cut_residual`).
 
@@ -29,6 +37,16 @@ MIN_CELL_TEXTURE = 0.1
 """Share of a cell's pixels that must be informative for the cell to count."""
 TEXTURE_MIN_GREY = 4.0
 """Grey gradient (per grey-copy pixel) above which a pixel's flow is measured rather than guessed."""
+REFERENCE_SPREAD_GREY = 100.0
+"""Grey spread (1st to 99th percentile, 0..255) below which a pair is stretched up to it before its grey
+levels are compared: night frames spread 35-60, daylight ones ~200 (left as they are)."""
+MAX_GAIN = 4.0
+"""Stretch no pair further: a black frame's codec noise would pass for texture and motion."""
+MIN_GRID_MOTION_PX = 0.25
+"""Camera motion (flow-grid pixels, `GREY_WIDTH_PX` wide) below which a camera counts as still whatever
+`min_motion_px` says: 1 px at a working width of 640, 2 px at 1280. DIS on the grid measures a parked
+camera with traffic passing at up to ~0.3 grid px, so a threshold that did not scale with the grid took
+such a camera for a moving one at widths above 640."""
 OK, CUT, STATIC, DUPLICATE, FLASH, START = "ok", "cut", "static", "duplicate", "flash", "start"
 
 
@@ -36,15 +54,16 @@ OK, CUT, STATIC, DUPLICATE, FLASH, START = "ok", "cut", "static", "duplicate", "
 class MotionConfig:
     min_motion_px: float = 1.0
     """Camera motion (the median over grid cells of their flow's 90th percentile, in working-size pixels per
-    output frame) below which the camera counts as still."""
+    output frame) below which the camera counts as still; raised to `MIN_GRID_MOTION_PX` grid pixels."""
     duplicate_diff: float = 0.4
-    """Mean absolute grey difference (0..255) below which two frames are the same picture."""
+    """Mean absolute grey difference (0..255, after the contrast stretch) below which two frames are the same
+    picture."""
     flash_delta: float = 30.0
     """Mean brightness jump (0..255) that makes a frame brighter or darker than both neighbours a flash."""
     cut_residual: float = 8.0
     """A cut reported by the scene detector stands only if the flow cannot explain the change: the mean
-    grey difference (0..255) left after warping by the flow must exceed this. Fast pans over detailed
-    texture fool colour-histogram detectors at 10 fps; they do not fool this check."""
+    grey difference (0..255, after the contrast stretch) left after warping by the flow must exceed this.
+    Fast pans over detailed texture fool colour-histogram detectors at 10 fps; they do not fool this check."""
 
 
 @dataclass
@@ -65,10 +84,12 @@ class MotionFilter:
         """`overlay`: (H, W) bool at the working size, True on static overlays, left out of the motion."""
         self.config = config
         self.scale = working_width_px / GREY_WIDTH_PX
+        self.min_motion_px = max(config.min_motion_px, MIN_GRID_MOTION_PX * self.scale)
         self.overlay_working = overlay
         self.overlay_grey: np.ndarray | None = None  # (h, w) bool at grey size, made with the first frame
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self.previous_grey: np.ndarray | None = None
+        self.previous_gain = 1.0
         self.pending: PairVerdict | None = None
         self.pending_brightness = self.previous_brightness = 0.0
 
@@ -77,15 +98,29 @@ class MotionFilter:
         small = cv2.resize(frame_rgb, (GREY_WIDTH_PX, max(8, round(h * GREY_WIDTH_PX / w))), interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
 
+    @staticmethod
+    def _gain(grey: np.ndarray) -> float:
+        """Contrast stretch (>= 1) that brings the (h, w) uint8 grey copy's 1st-99th percentile spread up to
+        `REFERENCE_SPREAD_GREY`, at most `MAX_GAIN`."""
+        values = grey.ravel()
+        low, high = int(0.01 * (values.size - 1)), int(0.99 * (values.size - 1))
+        ordered = np.partition(values, (low, high))
+        spread = float(ordered[high]) - float(ordered[low])
+        return float(np.clip(REFERENCE_SPREAD_GREY / max(spread, 1.0), 1.0, MAX_GAIN))
+
     def _measure(self, grey: np.ndarray, detector_cut: bool) -> tuple[str, float]:
-        previous = self.previous_grey
-        if np.abs(grey.astype(np.int16) - previous).mean() < self.config.duplicate_diff:
+        """(label, camera motion in working pixels) of the pair (previous grey, `grey`), both stretched by
+        the previous frame's gain."""
+        gain = self.previous_gain
+        if np.abs(grey.astype(np.int16) - self.previous_grey).mean() * gain < self.config.duplicate_diff:
             return DUPLICATE, 0.0
+        previous, grey = (cv2.convertScaleAbs(g, alpha=gain) if gain > 1.0 else g for g in (self.previous_grey, grey))
         flow = self.flow.calc(previous, grey, None)
         if detector_cut and self._warp_residual(previous, grey, flow) > self.config.cut_residual:
             return CUT, 0.0
-        motion_px = self._camera_motion(np.hypot(flow[..., 0], flow[..., 1]), self._informative(previous)) * self.scale
-        return (STATIC if motion_px < self.config.min_motion_px else OK), motion_px
+        informative = self._informative(self.previous_grey)
+        motion_px = self._camera_motion(np.hypot(flow[..., 0], flow[..., 1]), informative) * self.scale
+        return (STATIC if motion_px < self.min_motion_px else OK), motion_px
 
     def _informative(self, grey: np.ndarray) -> np.ndarray:
         """(h, w) bool: textured pixels off the overlays; all off-overlay pixels when too few are textured."""
@@ -144,6 +179,7 @@ class MotionFilter:
         if released is not None:
             self.previous_brightness = self.pending_brightness
         self.pending, self.pending_brightness, self.previous_grey = verdict, brightness, grey
+        self.previous_gain = self._gain(grey)
         return released
 
     def flush(self) -> PairVerdict | None:
