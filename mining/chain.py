@@ -4,7 +4,8 @@ filter -> pack, fingerprinting the stored frames on the way (re-uploads are foun
 The samples go into the video's own tar (``<video id>.tar``), a picture of its first frame with what was
 cropped into ``<video id>.preview.jpg`` and its report into ``<video id>.json``, all in a staging folder
 and all written atomically, the report last: a video whose report exists is done, and a rerun skips it.
-Frames are decoded once and never held beyond the first `HEAD_FRAMES`, which fix the crop and the mask.
+Frames are decoded once and held only until the crop and the mask are fixed: the first `HEAD_FRAMES` of a
+drive, longer when it starts parked (until the camera has moved enough, at most `MAX_HELD_BYTES`).
 """
 import itertools
 import json
@@ -26,11 +27,15 @@ from mining.fingerprint import FingerprintBuilder
 from mining.motion import CUT, DUPLICATE, FLASH, OK, START, STATIC, MotionConfig, MotionFilter, PairVerdict
 from mining.pack import PackConfig, RunPacker
 from mining.scenes import SceneCutter
-from mining.static_regions import HEAD_FRAMES, StaticRegionConfig, find_static_regions
+from mining.static_regions import HEAD_FRAMES, StaticRegionConfig, StaticRegionFinder
 
 LETTERBOX_PROBE_FRAMES = 20
 """Frames whose mean brightness finds black bars: 2 s at the default 10 fps."""
 PREVIEW_WIDTH_PX = 320
+MAX_HELD_BYTES = 384 * 2**20
+"""Decoded frames held while the static regions are unknown (a video that starts parked), beyond the first
+`HEAD_FRAMES`: 55 s of frames at 640x360 and 10 frames/s, 14 s at 1280x720. Past it the crop and mask are
+fixed from what was seen."""
 
 
 @dataclass(frozen=True)
@@ -139,26 +144,49 @@ def mine_video(path: Path, video_id: str, source_url: str, staging_dir: Path, co
     return mine_source(open_source, video_id, source_url, staging_dir, config, on_frame)
 
 
-def _crop_and_mask(head: list[np.ndarray], source: FrameSource, config: ChainConfig, report: VideoReport
-                   ) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
-    """The stored frames' box in the working frame (bars, the fixed crop and overlay bands removed) and the
-    (h, w) bool overlay mask inside it (None where nothing is masked); fills the report's crop and regions."""
-    height, width = head[0].shape[:2]
+def _crop_and_mask(frames: Iterator[np.ndarray], source: FrameSource, config: ChainConfig, report: VideoReport
+                   ) -> tuple[list[np.ndarray], tuple[int, int, int, int], np.ndarray | None]:
+    """Read `frames` (at least one) until the crop is fixed: (the frames read, to be mined first; the stored
+    frames' box in the working frame, bars, the fixed crop and overlay bands removed; the (h, w) bool overlay
+    mask inside it, None where nothing is masked). Fills the report's working size, crop and regions.
+
+    Frames are read until `StaticRegionFinder` is done (the camera seen moving long enough), the video
+    ends, or `MAX_HELD_BYTES` are held (at least `HEAD_FRAMES` frames)."""
+    held = list(itertools.islice(frames, LETTERBOX_PROBE_FRAMES))
+    height, width = held[0].shape[:2]
+    report.working_size = (width, height)
     if not source.detect_bars:
         report.crop_box = (0, 0, width // 2 * 2, height // 2 * 2)
-        return report.crop_box, None
+        return held, report.crop_box, None
     try:
-        x, y, w, h = content_box(head[:LETTERBOX_PROBE_FRAMES], config.fixed_crop)
+        x, y, w, h = content_box(held, config.fixed_crop)
     except ValueError as error:
         raise UnusableVideo(str(error))
-    found = find_static_regions([f[y:y + h, x:x + w] for f in head], config.static_regions)
+    finder = StaticRegionFinder(config.static_regions)
+    for frame in held:
+        finder.push(frame[y:y + h, x:x + w])
+    max_held = max(HEAD_FRAMES, MAX_HELD_BYTES // held[0].nbytes)
+    while not finder.done and len(held) < max_held:
+        frame = next(frames, None)
+        if frame is None:
+            break
+        held.append(frame)
+        finder.push(frame[y:y + h, x:x + w])
+    found = finder.result()
     top, bottom, left, right = found.crop
     report.static_regions = [{**r, "box": [r["box"][0] + x, r["box"][1] + y, *r["box"][2:]]} for r in found.regions]
     mask = found.mask
     x, y = x + left, y + top
     w, h = (w - left - right) // 2 * 2, (h - top - bottom) // 2 * 2
     report.crop_box = (x, y, w, h)
-    return report.crop_box, mask[:h, :w] if mask is not None else None
+    return held, report.crop_box, mask[:h, :w] if mask is not None else None
+
+
+def _release(held: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The held frames in order, each dropped from `held` as it is yielded: their memory goes as they are mined."""
+    held.reverse()
+    while held:
+        yield held.pop()
 
 
 def _write_preview(path: Path, frame: np.ndarray) -> None:
@@ -184,13 +212,12 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
         source = open_source(report)
         report.fps_out = source.fps
         frames = iter(source.frames)
-        head = list(itertools.islice(frames, HEAD_FRAMES))
-        if not head:
+        first = next(frames, None)
+        if first is None:
             raise UnusableVideo("no frames could be decoded")
-        height, width = head[0].shape[:2]
-        report.working_size = (width, height)
-        _write_preview(staging_dir / f"{video_id}.preview.jpg", head[0])
-        (x, y, w, h), overlay = _crop_and_mask(head, source, config, report)
+        _write_preview(staging_dir / f"{video_id}.preview.jpg", first)
+        head, (x, y, w, h), overlay = _crop_and_mask(itertools.chain([first], frames), source, config, report)
+        width, height = report.working_size
         mask_png = encode_mask(~overlay) if overlay is not None else None
         cutter = SceneCutter(source.fps, config.scene_threshold)
         motion = MotionFilter(w, config.motion, overlay)
@@ -218,7 +245,7 @@ def mine_source(open_source: Callable[[VideoReport], FrameSource], video_id: str
 
         with atomic_path(staging_dir / f"{video_id}.tar") as tmp, \
                 tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
-            for index, frame in enumerate(itertools.chain(head, frames)):
+            for index, frame in enumerate(itertools.chain(_release(head), frames)):
                 cropped = frame[y:y + h, x:x + w]
                 if fingerprint:
                     fingerprint.push(cropped)

@@ -2,8 +2,10 @@
 
 A dashcam sees its own hood, dashboard or A-pillar, and uploads carry clocks, logos and watermarks: pixels
 that stay the same while the camera moves. For the photometric losses they contradict every flow, and
-they drag the measured camera motion towards zero. Found on the first frames of a video (`HEAD_FRAMES`,
-held anyway until the crop is fixed), on colour copies `DETECT_WIDTH_PX` wide:
+they drag the measured camera motion towards zero. Found on the first frames of a video in which the
+camera moves (`StaticRegionFinder`: as many moving pairs as the first `HEAD_FRAMES` of a drive give, so a
+video that starts parked at a red light is looked at until it drives off), on colour copies
+`DETECT_WIDTH_PX` wide, from running sums over the moving pairs only:
 
 1. A pixel is static when its grey level changes less than `max_change` between frames `GAP_FRAMES`
    apart, averaged over the pairs where the picture as a whole changes (the camera moves); the long gap
@@ -11,7 +13,11 @@ held anyway until the crop is fixed), on colour copies `DETECT_WIDTH_PX` wide:
    happens, so static alone proves nothing: an overlay is recognised by its *edges*, which stay sharp in
    the mean image while every edge of the scene moves and blurs there.
 2. Bands at the bottom, left and right edge (hood, dashboard, A-pillar): in most columns (rows) a static
-   run from the edge that ends at a static edge, no deeper than `max_band_fraction` of the picture.
+   run from the edge that ends at a static edge, no deeper than `max_band_fraction` of the picture. An
+   ego car that is not still (a polished bonnet mirrors the scene, sunlight drifts over a dashboard)
+   breaks such runs at every flickering pixel; it is found as what lies under a steady edge and changes
+   far less *in detail* (after a high-pass, which takes out smooth light) than the scene just above that
+   edge (`max_band_liveliness`), the edge one smooth silhouette across most columns.
 3. Inside the picture (clock, logo, watermark): clusters of static edge pixels, taken as their bounding
    boxes.
 4. Bands and boxes covering at least half of the edge rows or columns are cropped away (like black bars);
@@ -25,9 +31,19 @@ import cv2
 import numpy as np
 
 HEAD_FRAMES = 50
-"""Frames looked at before the crop is fixed: 5 s at the default 10 fps."""
+"""Frames of a drive that fix the crop: 5 s at the default 10 fps."""
 DETECT_WIDTH_PX = 320
 GAP_FRAMES = 8
+DETAIL_SIGMA_PX = 2.0
+"""High-pass scale (detection pixels): light that varies slower in space (a patch of sunlight, exposure,
+a blurred reflection's shading) is not detail."""
+ABOVE_BAND_PX = 4
+"""Rows just above a band's edge that stand for the scene it is compared with."""
+SILHOUETTE_PX = 15
+"""A band's edge is one smooth line: a column's depth more than 3 px from the median depth of the
+`SILHOUETTE_PX` columns around it is not part of it."""
+ENOUGH_MOVING_PAIRS = HEAD_FRAMES - GAP_FRAMES
+"""Moving pairs after which the finder is done: what the first `HEAD_FRAMES` of a moving drive hold."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,11 @@ class StaticRegionConfig:
     min_band_share: float = 0.5
     """Share of the columns (rows) that must show the band's static edge, among those where the static run
     from the edge is shallow (rows under a dashboard, or through the sky, run all the way across)."""
+    max_band_liveliness: float = 0.6
+    """A band whose pixels change (glare) changes in detail at most this share of what changes in the rows
+    just above its edge, and at most as much as the picture's median. Measured on world drives (320 px
+    wide): a mirroring bonnet 0.2-0.35 of the road above it, a sunlit dashboard ~0.15; road under road
+    ~1, so a plain drive shows such an edge in at most 15 % of its columns, a glaring ego car in 67-97 %."""
     min_cluster_edges: int = 12
     """Static edge pixels (at detection size) that make a cluster a graphic rather than noise."""
     min_edges_per_column: int = 3
@@ -91,34 +112,83 @@ def _gradient(image: np.ndarray) -> np.ndarray:
     return (magnitude.max(axis=2) if magnitude.ndim == 3 else magnitude) / 4
 
 
-def _change_and_edges(images: list[np.ndarray], moving: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """(mean change between frames `GAP_FRAMES` apart over the `moving` pairs, gradient of the mean image),
-    both (h, w); for colour images the channels' changes are averaged and their gradients maximised."""
-    gap = min(GAP_FRAMES, len(images) - 1)
-    pairs = [np.abs(later - earlier) for (later, earlier), keep in zip(zip(images[gap:], images), moving) if keep]
-    change = np.mean(pairs, axis=0)
-    return change.mean(axis=2) if change.ndim == 3 else change, _gradient(np.mean(images, axis=0))
+@dataclass(frozen=True)
+class _Statistics:
+    """What the moving pairs show, each (h, w) at detection size. Static pixels and crisp edges are judged in
+    grey, where codec noise is lowest; steady edges in colour, where a coloured logo keeps its outline;
+    liveliness and detail-steady edges after a high-pass, where smooth light does not count."""
+
+    static: np.ndarray
+    static_edges: np.ndarray
+    steady_edges: np.ndarray
+    crisp_edges: np.ndarray
+    liveliness: np.ndarray
+    """float: mean change of the high-passed grey (0..255 scale)."""
+    detail_steady_edges: np.ndarray
 
 
-def _motion_statistics(images: list[np.ndarray], config: StaticRegionConfig
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(static pixels, static edges, steady edges, crisp steady edges), each (h, w) bool at detection size;
-    None when too few pairs show a moving camera. Static pixels and crisp edges are judged in grey, where
-    codec noise is lowest; steady edges in colour, where a coloured logo keeps its outline."""
-    greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
-    gap = min(GAP_FRAMES, len(images) - 1)
-    moving = []
-    for later, earlier in zip(greys[gap:], greys):
-        textured = _gradient(earlier) > 4
-        moving.append(bool(textured.any()) and np.median(np.abs(later - earlier)[textured]) > config.min_pair_change)
-    if sum(moving) < config.min_moving_pairs:
-        return None
-    change, gradient = _change_and_edges(greys, moving)
-    colour_change, colour_gradient = _change_and_edges(images, moving)
-    static = change < config.max_change
-    crisp = (gradient > config.min_graphic_edge) & (change < config.max_edge_change * gradient)
-    steady = (colour_gradient > config.min_edge) & (colour_change < config.max_edge_change * colour_gradient)
-    return static, static & (gradient > config.min_edge), steady, crisp
+class StaticRegionFinder:
+    """Sees a video's frames in order (`push`), one at a time, and keeps only running sums over the pairs
+    `GAP_FRAMES` apart that show a moving camera: the mean change of every pixel and the mean image of the
+    frames in those pairs, in grey and in colour. `done` once `ENOUGH_MOVING_PAIRS` were seen; `result`
+    finds the regions (module doc) from what was seen, at any time. Memory: `GAP_FRAMES` + 1 small frames."""
+
+    def __init__(self, config: StaticRegionConfig = StaticRegionConfig()):
+        self.config = config
+        self.recent: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]] = []
+        """(grey, its detail, colour, [in the mean image]) of the last `GAP_FRAMES` + 1 frames at detection size."""
+        self.moving_pairs = 0
+        self.change_grey = self.change_detail = self.change_colour = self.sum_grey = self.sum_colour = 0.0
+        self.frames_in_mean = 0
+        self.shape: tuple[int, int] | None = None
+        """(H, W) of the frames pushed."""
+
+    @property
+    def done(self) -> bool:
+        return self.moving_pairs >= ENOUGH_MOVING_PAIRS
+
+    def push(self, frame_rgb: np.ndarray) -> None:
+        """`frame_rgb`: (H, W, 3) uint8 RGB, bars removed, the same size for every frame of the video."""
+        self.shape = frame_rgb.shape[:2]
+        colour = _small(frame_rgb)
+        grey = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)
+        detail = grey - cv2.GaussianBlur(grey, (0, 0), DETAIL_SIGMA_PX)
+        self.recent.append((grey, detail, colour, [False]))
+        if len(self.recent) <= GAP_FRAMES:
+            return
+        earlier_grey, earlier_detail, earlier_colour, earlier_in_mean = self.recent.pop(0)
+        textured = _gradient(earlier_grey) > 4
+        if not textured.any() or np.median(np.abs(grey - earlier_grey)[textured]) <= self.config.min_pair_change:
+            return
+        self.moving_pairs += 1
+        self.change_grey = self.change_grey + np.abs(grey - earlier_grey)
+        self.change_detail = self.change_detail + np.abs(detail - earlier_detail)
+        self.change_colour = self.change_colour + np.abs(colour - earlier_colour).mean(axis=2)
+        for frame_grey, frame_colour, in_mean in ((earlier_grey, earlier_colour, earlier_in_mean),
+                                                  (grey, colour, self.recent[-1][3])):
+            if not in_mean[0]:
+                in_mean[0] = True
+                self.sum_grey, self.sum_colour = self.sum_grey + frame_grey, self.sum_colour + frame_colour
+                self.frames_in_mean += 1
+
+    def _statistics(self) -> "_Statistics":
+        config = self.config
+        change, colour_change = self.change_grey / self.moving_pairs, self.change_colour / self.moving_pairs
+        liveliness = self.change_detail / self.moving_pairs
+        gradient = _gradient(self.sum_grey / self.frames_in_mean)
+        colour_gradient = _gradient(self.sum_colour / self.frames_in_mean)
+        static = change < config.max_change
+        crisp = (gradient > config.min_graphic_edge) & (change < config.max_edge_change * gradient)
+        steady = (colour_gradient > config.min_edge) & (colour_change < config.max_edge_change * colour_gradient)
+        detail_steady = (gradient > config.min_edge) & (liveliness < config.max_edge_change * gradient)
+        return _Statistics(static, static & (gradient > config.min_edge), steady, crisp, liveliness, detail_steady)
+
+    def result(self) -> StaticRegions:
+        """The overlays found so far, in the coordinates of the frames pushed; none when fewer than
+        `min_moving_pairs` pairs showed a moving camera."""
+        if self.moving_pairs < self.config.min_moving_pairs:
+            return StaticRegions()
+        return _regions(self._statistics(), self.shape, self.config)
 
 
 def _bottom_band(static: np.ndarray, edges: np.ndarray, config: StaticRegionConfig) -> np.ndarray:
@@ -136,6 +206,54 @@ def _bottom_band(static: np.ndarray, edges: np.ndarray, config: StaticRegionConf
     depth = np.where(banded, run, 0).astype(np.float32)[None]
     depth = cv2.dilate(depth, np.ones((1, 5), np.uint8)).ravel()  # bridges columns where the edge is faint
     band[np.arange(h)[:, None] >= h - depth[None, :]] = True
+    return band
+
+
+def _bands(statistics: _Statistics, config: StaticRegionConfig) -> np.ndarray:
+    """(h, w) bool: the bands at the bottom, left and right edge (module doc, step 2): at each edge the static
+    band and the lively one together (a static run stops at the first flickering row, the lively band goes
+    on to the edge). The side bands are looked for above the bottom band only (rows through a hood are
+    quiet from side to side)."""
+    s = statistics
+    level = float(np.median(s.liveliness))
+
+    def band(rotation: int, rows: np.ndarray) -> np.ndarray:
+        def turn(image: np.ndarray) -> np.ndarray:  # the edge looked at comes to the bottom
+            return np.rot90(image[rows], rotation)
+
+        found = (_bottom_band(turn(s.static), turn(s.static_edges), config)
+                 | _lively_band(turn(s.liveliness), turn(s.detail_steady_edges), level, config))
+        whole = np.zeros_like(s.static)
+        whole[rows] = np.rot90(found, -rotation)
+        return whole
+
+    everywhere = np.ones(s.static.shape[0], bool)
+    bottom = band(0, everywhere)
+    above_bottom = ~bottom.any(axis=1)
+    return bottom | band(1, above_bottom) | band(-1, above_bottom)
+
+
+def _lively_band(liveliness: np.ndarray, edges: np.ndarray, level: float, config: StaticRegionConfig) -> np.ndarray:
+    """(h, w) bool: a band along the bottom edge whose pixels change, but far less in detail than the scene
+    just above its edge (`max_band_liveliness`); `edges` (h, w) bool are the steady edges its top must
+    follow, `level` the picture's median liveliness."""
+    h, w = liveliness.shape
+    from_bottom = np.cumsum(liveliness[::-1], axis=0)  # row d - 1: summed over the bottom d rows
+    depths = np.arange(1, h + 1)[:, None]
+    inside = from_bottom / depths
+    above = (np.vstack([from_bottom[ABOVE_BAND_PX:], np.repeat(from_bottom[-1:], ABOVE_BAND_PX, axis=0)])
+             - from_bottom) / ABOVE_BAND_PX
+    edge_near = cv2.dilate(edges[::-1].astype(np.uint8), np.ones((3, 1), np.uint8)).astype(bool)
+    quiet = (inside <= config.max_band_liveliness * above) & (inside <= level)
+    valid = edge_near & quiet & (depths >= 2) & (depths <= config.max_band_fraction * h)
+    depth = np.where(valid.any(axis=0), h - np.argmax(valid[::-1], axis=0), 0)  # the deepest such edge
+    padded = np.pad(depth, SILHOUETTE_PX // 2, mode="edge")
+    silhouette = np.median(np.lib.stride_tricks.sliding_window_view(padded, SILHOUETTE_PX), axis=1)
+    on_silhouette = (depth > 0) & (np.abs(depth - silhouette) <= 3)
+    band = np.zeros((h, w), bool)
+    if on_silhouette.mean() < config.min_band_share:
+        return band
+    band[np.arange(h)[:, None] >= h - np.where(on_silhouette, silhouette, 0)[None, :]] = True
     return band
 
 
@@ -171,20 +289,19 @@ def _edge_crop(overlays: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def find_static_regions(frames: list[np.ndarray], config: StaticRegionConfig = StaticRegionConfig()) -> StaticRegions:
-    """Overlays in (H, W, 3) uint8 RGB frames of one video, in time order (see the module doc)."""
-    if len(frames) < 2:
-        return StaticRegions()
-    statistics = _motion_statistics([_small(f) for f in frames], config)
-    if statistics is None:
-        return StaticRegions()
-    static, edges, steady, crisp = statistics
-    overlays_small = (_bottom_band(static, edges, config)
-                      | np.rot90(_bottom_band(np.rot90(static), np.rot90(edges), config), -1)  # left edge
-                      | np.rot90(_bottom_band(np.rot90(static, -1), np.rot90(edges, -1), config), 1)  # right
-                      | _graphics(steady, crisp, config))
+    """Overlays in (H, W, 3) uint8 RGB frames of one video, in time order, all of them looked at (see the module doc)."""
+    finder = StaticRegionFinder(config)
+    for frame in frames:
+        finder.push(frame)
+    return finder.result()
+
+
+def _regions(statistics: _Statistics, shape: tuple[int, int], config: StaticRegionConfig) -> StaticRegions:
+    """Bands and graphics (module doc, steps 2-4) from the detection-size statistics, for frames of `shape`."""
+    overlays_small = _bands(statistics, config) | _graphics(statistics.steady_edges, statistics.crisp_edges, config)
     if not overlays_small.any():
         return StaticRegions()
-    height, width = frames[0].shape[:2]
+    height, width = shape
     overlays = cv2.resize(overlays_small.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
     overlays = cv2.dilate(overlays, np.ones((3, 3), np.uint8)).astype(bool)
     top, bottom, left, right = _edge_crop(overlays)

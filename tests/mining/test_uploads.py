@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from mining.chain import ChainConfig, mine_video
+from mining import chain
+from mining.chain import ChainConfig, FrameSource, mine_source, mine_video
 from mining.decode import DecodeConfig
 from mining.cli import main
 from mining.lock import LOCK_FILE, exclusive_output
+from mining.static_regions import HEAD_FRAMES
 from tests.mining.test_mining_e2e import read_shards
 from tests.mining.videos import panning, write_video
 
@@ -103,3 +105,33 @@ def test_a_reupload_of_the_same_drive_is_a_duplicate_and_yields_no_samples(tmp_p
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["videos"]) == {"a_drive", "c_other"}
     assert {json.loads(s["json"])["video_id"] for s in read_shards(out).values()} == {"a_drive", "c_other"}
+
+
+def _held_before_mining(frames: list, staging, video_id: str) -> tuple[int, object]:
+    """(frames read from the source before the first one was mined, the video's report)."""
+    read, first_mined = [], []
+
+    def source(report):
+        def counted():
+            for frame in frames:
+                read.append(1)
+                yield np.ascontiguousarray(frame)
+        return FrameSource(counted(), 10.0, (160, 90))
+
+    def on_frame(count):
+        if not first_mined:
+            first_mined.append(len(read))
+
+    report = mine_source(source, video_id, "test", staging, CHAIN, on_frame)
+    return first_mined[0], report
+
+
+def test_frames_are_held_until_the_crop_is_fixed_and_never_beyond_the_budget(tmp_path, monkeypatch):
+    """A moving camera fixes the crop after the first 5 s (50 frames); one that never moves is held up to
+    MAX_HELD_BYTES of frames (here 60), then mined with no crop, and ends empty with its reason."""
+    still = np.ascontiguousarray(next(panning(1, 90, 160, seed=2, speed_px=0)))
+    monkeypatch.setattr(chain, "MAX_HELD_BYTES", 60 * still.nbytes)
+    held, report = _held_before_mining(list(panning(80, 90, 160, seed=2, speed_px=3.0)), tmp_path, "moving")
+    assert held == HEAD_FRAMES and report.status == "ok" and report.frames_decoded == 80
+    held, report = _held_before_mining([still] * 80, tmp_path, "parked")
+    assert held == 60 and report.status == "empty" and "no usable run" in report.reason
