@@ -1,7 +1,9 @@
 """Near-duplicate detection on world drives and ffmpeg-made copies of one of them, fed to the builder as the
-chain would: decoded once at one working width and 10 frames/s, black bars cropped."""
+chain would: decoded once at one working width and 10 frames/s, black bars cropped; and the index that
+keeps the search fast, on generated fingerprints."""
 import datetime as dt
 import json
+import logging
 import subprocess
 from dataclasses import asdict
 
@@ -12,9 +14,9 @@ import pytest
 from formats.video import decode_frames, probe
 from mining.crop import content_box
 from mining.fingerprint import (HASH_BITS, SAMPLE_STRIDE_FRAMES, Fingerprint, FingerprintBuilder, duplicates,
-                                is_duplicate, match_fraction)
+                                is_duplicate, key_bits, match_fraction)
 from tests.mining.videos import write_video
-from world.video import internet_like_spec, render_video
+from world.video import internet_like_spec, render_video, single_shot_spec
 
 WORKING_WIDTH_PX = 320
 BAR_PROBE_FRAMES = 20
@@ -27,6 +29,10 @@ COPIES = {
                     "-crf", "30"],
 }
 """ffmpeg output options that make a copy of the original (-ss after -i trims exactly, decoding from 0)."""
+SHORT_COPIES = ["reencoded", "zoomed", "resized", "trimmed", "stamped"]
+"""Copies of a 3.5 s drive that are found: one changed every way at once is found from 12 s
+(`test_a_copy_changed_every_way_at_once_is_found_over_12_s`); over 3.5 s it matches no better than
+another drive along the same route."""
 
 
 def _drive(seed: int, path):
@@ -83,7 +89,7 @@ def fingerprints(videos):
     return {name: _fingerprint(frames) for name, frames in videos.items()}
 
 
-@pytest.mark.parametrize("copy", [*COPIES, "stamped"])
+@pytest.mark.parametrize("copy", SHORT_COPIES)
 def test_reencoded_zoomed_resized_stamped_and_trimmed_copies_are_duplicates(fingerprints, copy):
     original = fingerprints["original"]
     assert is_duplicate(original, fingerprints[copy])
@@ -143,3 +149,87 @@ def test_fingerprint_is_a_few_hundred_hex_hashes_that_survive_json(videos):
     stored = json.loads(json.dumps(asdict(fingerprint)))
     assert stored.keys() == {"stride_frames", "hashes"}
     assert Fingerprint.from_json(stored) == fingerprint
+
+
+def _copy(source, name: str, path):
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), *COPIES[name], str(path)],
+                   check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def same_route(tmp_path_factory):
+    """{name: fingerprint}: 12 s of a street on monday, the same route on tuesday (other parked cars, light,
+    pace), a zoomed re-encode of each, and monday's drive cropped, zoomed, resized, re-encoded and trimmed
+    at once."""
+    root = tmp_path_factory.mktemp("same_route")
+    paths = {}
+    for day, day_seed in (("monday", None), ("tuesday", 123)):
+        paths[day] = root / f"{day}.mp4"
+        render_video(single_shot_spec(23, "street", 12.0, fps="10", width_px=320, height_px=180,
+                                      content_height_px=144, clock_overlay=False, day_seed=day_seed), paths[day])
+        paths[f"{day}_zoomed"] = _copy(paths[day], "zoomed", root / f"{day}_zoomed.mp4")
+    paths["monday_all_at_once"] = _copy(paths["monday"], "all_at_once", root / "monday_all_at_once.mp4")
+    return {name: _fingerprint(_cropped_frames(path)) for name, path in paths.items()}
+
+
+def test_the_same_route_on_another_day_stays_while_a_zoomed_reencode_of_either_is_a_copy(same_route):
+    """Along the same route the two days' hashes come near wherever they pass the same spot (24 of 40
+    samples here, over the half that made a copy before), yet a copy matches nearly every sample where
+    both run, another day only some."""
+    order = ["monday", "monday_zoomed", "tuesday", "tuesday_zoomed"]
+    assert duplicates([(name, same_route[name]) for name in order]) == {"monday_zoomed": "monday",
+                                                                       "tuesday_zoomed": "tuesday"}
+    for earlier, later in (("monday", "tuesday"), ("tuesday", "monday"), ("monday", "tuesday_zoomed")):
+        assert not is_duplicate(same_route[earlier], same_route[later]), (earlier, later)
+
+
+def test_a_copy_changed_every_way_at_once_is_found_over_12_s(same_route):
+    assert is_duplicate(same_route["monday"], same_route["monday_all_at_once"])
+    assert is_duplicate(same_route["monday_all_at_once"], same_route["monday"])
+
+
+def _walk(rng, count: int, flip: float = 0.3) -> np.ndarray:
+    """(count, HASH_BITS) bool: hashes of a drive, each sample flipping `flip` of its bits."""
+    flips = rng.random((count, HASH_BITS)) < flip
+    flips[0] = rng.random(HASH_BITS) < 0.5
+    return np.logical_xor.accumulate(flips, axis=0)
+
+
+def _as_fingerprint(bits: np.ndarray) -> Fingerprint:
+    return Fingerprint(SAMPLE_STRIDE_FRAMES, [row.tobytes().hex() for row in np.packbits(bits, axis=1)])
+
+
+def test_the_index_finds_what_comparing_every_pair_finds():
+    """60 generated drives of 40-120 samples and 6 copies (a stretch of an earlier one, 5-23 % of the bits
+    flipped, as re-encoding, zooming, or everything at once do); every pair compared as before the index."""
+    rng = np.random.default_rng(5)
+    drives = [_walk(rng, int(rng.integers(40, 121))) for _ in range(60)]
+    videos = [(f"v{i:02d}", _as_fingerprint(bits)) for i, bits in enumerate(drives)]
+    for c, flip in enumerate((0.05, 0.05, 0.12, 0.12, 0.23, 0.23)):
+        original = drives[int(rng.integers(len(drives)))]
+        start = int(rng.integers(0, 10))
+        stretch = original[start:start + int(rng.integers(25, 40))]
+        videos.append((f"v99_copy{c}", _as_fingerprint(stretch ^ (rng.random(stretch.shape) < flip))))
+    every_pair = {}
+    for index, (later_id, later) in enumerate(videos):
+        for earlier_id, earlier in videos[:index]:
+            if is_duplicate(earlier, later):
+                every_pair[later_id] = every_pair.get(earlier_id, earlier_id)
+                break
+    assert len(every_pair) == 6 and duplicates(videos) == every_pair
+
+
+def test_keys_grow_with_the_collection_so_chance_collisions_stay_few():
+    assert key_bits(120, 10) == 8  # a handful of short videos: searched nearly exhaustively
+    assert key_bits(480_000, 1_000) < key_bits(6_000_000, 10_000) <= 27
+
+
+def test_an_unreadable_fingerprint_is_left_out_with_one_warning_naming_its_video(fingerprints, caplog):
+    broken = Fingerprint(SAMPLE_STRIDE_FRAMES, ["not hex"] + fingerprints["original"].hashes[1:])
+    other_stride = Fingerprint(SAMPLE_STRIDE_FRAMES + 1, fingerprints["zoomed"].hashes)
+    videos = [("original", fingerprints["original"]), ("broken", broken), ("other_stride", other_stride),
+              ("resized", fingerprints["resized"])]
+    with caplog.at_level(logging.WARNING, logger="mining.fingerprint"):
+        assert duplicates(videos) == {"resized": "original"}
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["broken", "other_stride"]
