@@ -128,7 +128,8 @@ def steps_to(curve_points: list[tuple[int, float]], level: float) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=800, help="pretraining steps per run (default: %(default)s)")
+    parser.add_argument("--steps", default="800",
+                        help="pretraining steps per run; a comma list gives each --size its own (default: %(default)s)")
     parser.add_argument("--size", default="320x96",
                         help="training size WIDTHxHEIGHT, multiples of 32; several separated by commas each get "
                              "every variant (default: %(default)s)")
@@ -164,6 +165,10 @@ def main() -> None:
         sizes = {size: parse_size(size) for size in args.size.split(",")}
     except ValueError as error:
         sys.exit(f"--size {args.size}: {error}")
+    steps = [int(s) for s in args.steps.split(",")]
+    if len(steps) not in (1, len(sizes)):
+        sys.exit(f"--steps {args.steps}: give one count, or one per --size ({len(sizes)})")
+    steps_of = dict(zip(sizes, steps * len(sizes) if len(steps) == 1 else steps))
     gap = any(VARIANTS[n].short_gap_share for n in names)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,18 +189,19 @@ def main() -> None:
             if train_samples < args.batch_size:
                 sys.exit(f"{size} at {args.fps:g} Hz gives {train_samples} training samples, fewer than one batch "
                          f"of {args.batch_size}: give more --drives/--samples or --videos/--video-s")
+            run_steps = steps_of[size]
             for name in names:
                 variant = VARIANTS[name]
                 config = PretrainConfig(
                     data=DataConfig(shards=str(shards / "*.tar"), width_px=width, height_px=height,
                                     batch_size=args.batch_size, workers=args.workers),
-                    run_dir=tmp / size / name, val_shards=str(val), steps=args.steps,
-                    warmup_steps=max(1, args.steps // 20), val_every=max(1, args.steps // 8),
-                    log_every=max(1, args.steps // 40), checkpoint_every=10**9, image_every=10**9,
+                    run_dir=tmp / size / name, val_shards=str(val), steps=run_steps,
+                    warmup_steps=max(1, run_steps // 20), val_every=max(1, run_steps // 8),
+                    log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,
                     device=args.device, lr=args.lr, loss=variant.loss,
-                    half_size_steps=round(variant.half_size_share * args.steps))
+                    half_size_steps=round(variant.half_size_share * run_steps))
                 if variant.short_gap_share:
-                    gap_steps = round(variant.short_gap_share * args.steps)
+                    gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,
                                      data=replace(config.data, frame_gap=2, batches_per_epoch=gap_steps))
                 elif gap:  # the same 5-frame samples, pairs 2 apart from the start
@@ -212,7 +218,8 @@ def main() -> None:
         epe = run_["val/epe_px"]
         last = {k: run_[k][-1][1] for k in KEYS if run_[k]}
         print(f"{run_['variant']:>28}: EPE " + " -> ".join(f"{e:.2f}" for _, e in epe) + " px at steps "
-              + ", ".join(str(s) for s, _ in epe) + f"; last: EPE/zero {last['val/epe_px'] / zero[size]:.2f}, flow "
+              + ", ".join(str(s) for s, _ in epe) + "; EPE/zero " + " -> ".join(f"{e / zero[size]:.2f}" for _, e in epe)
+              + f"; last: EPE/zero {last['val/epe_px'] / zero[size]:.2f}, flow "
               f"{last['val/flow_px']:.1f} px vs true {last['val/true_flow_px']:.1f}, excluded "
               f"{last['val/excluded']:.1%}; 0.5x zero flow at step {run_['steps_to_half_zero']} "
               f"({run_['minutes']:.1f} min)", flush=True)

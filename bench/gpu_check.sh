@@ -2,11 +2,13 @@
 # GeoPt's checks on a lent GPU machine, one prepared command each (README: "On a GPU machine").
 #
 #   bash bench/gpu_check.sh prepare   # here, once: wheels and a static ffmpeg into .gpu/ (ignored by git)
-#   bash bench/gpu_check.sh flow      # there: does pretraining learn flow at 640x192 and 1024x320? (~7 min)
+#   bash bench/gpu_check.sh flow      # there: does pretraining on mined world video learn flow at 640x192 and
+#                                     # 1024x320, 10 Hz? (~8 min; targets 0.35x and 0.5x the zero-flow EPE)
 #   bash bench/gpu_check.sh claim     # there: python bench/geopt_vs_scratch.py --budget gpu (~9 min)
 #   bash bench/gpu_check.sh speed     # there: pretraining speed per batch and speed-up, and the same learning (~8 min)
 #   bash bench/gpu_check.sh md2       # there: transfer beside Monodepth2's own trainer (~4 min; carry .cache/monodepth2)
-#   bash bench/gpu_check.sh smoke     # here: all of them at tiny size on the CPU, to test this script first
+#   bash bench/gpu_check.sh smoke     # here: all of them at tiny size on the CPU, to test this script first, in a
+#                                     # Python that lacks the kit's packages (as the GPU image does)
 #
 # The GPU image has torch, torchvision, opencv and tensorboard but not webdataset, braceexpand, ffmpeg-python,
 # yt-dlp, scenedetect, nor an ffmpeg binary: `prepare` downloads their Python 3.12 wheels and the static
@@ -40,30 +42,37 @@ prepare() {
 }
 
 setup_there() {  # on the GPU machine: the carried wheels and ffmpeg onto the paths
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$KIT"/whl/*.whl
+    local py=${PY:-python3}
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$KIT"/whl/*.whl
     mkdir -p /tmp/bin
     for tool in ffmpeg ffprobe; do xz -dc "$KIT/bin/$tool.xz" > "/tmp/bin/$tool" && chmod +x "/tmp/bin/$tool"; done
-    export PATH="/tmp/bin:$PATH" PYTHONPATH="/tmp/site:$PWD"
-    PY=python3
+    export PATH="/tmp/bin:$PATH" PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    PY=$py
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 }
 
-flow() {  # both sizes side by side on the one GPU, each in its own process
-    local steps640=${STEPS640:-2000} steps1024=${STEPS1024:-1200} batch=${BATCH:-16} drives=${DRIVES:-48}
-    local common=(--fps 10 --variants default --jobs 1 --workers "${WORKERS:-6}" --batch-size "$batch"
-                  --drives "$drives" --samples "${SAMPLES:-40}" --lr "${LR:-6e-4}")
-    $PY bench/flow_learning.py --size "${SIZE640:-640x192}" --steps "$steps640" "${common[@]}" \
-        --out "$OUT/flow640" > "$OUT/flow640.log" 2>&1 &
-    local first=$!
-    $PY bench/flow_learning.py --size "${SIZE1024:-1024x320}" --steps "$steps1024" "${common[@]}" \
-        --out "$OUT/flow1024" > "$OUT/flow1024.log" 2>&1 &
-    local second=$!
-    local status=0
-    wait $first || status=$?
-    wait $second || status=$?
-    tail -n 4 "$OUT/flow640.log" "$OUT/flow1024.log"
-    return $status
+gpu_like_python() {  # here: a Python with this machine's torch, opencv, ... but without the kit's packages
+    local venv=/tmp/geopt-gpu-like site
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    rm -rf "$venv" && python3 -m venv "$venv"
+    mkdir -p "$venv/lent"
+    for entry in "$site"/*; do
+        case "$(basename "$entry")" in
+            webdataset*|braceexpand*|ffmpeg*|yt_dlp*|scenedetect*|future*|platformdirs*|geopt*|__editable__*) ;;
+            *) ln -s "$entry" "$venv/lent/" ;;
+        esac
+    done
+    "$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' | xargs -I{} sh -c "echo $venv/lent > {}/lent.pth"
+    if "$venv/bin/python" -c 'import webdataset' 2>/dev/null; then echo "gpu-like Python still finds webdataset" >&2; exit 1; fi
+    PY=$venv/bin/python
+}
+
+flow() {  # both sizes side by side on the one GPU, from one set of mined world videos
+    $PY bench/flow_learning.py --data mined --size "${SIZES:-640x192,1024x320}" --steps "${FLOW_STEPS:-1500,900}" \
+        --fps 10 --variants "${FLOW_VARIANT:-default}" --jobs 2 --workers "${WORKERS:-6}" --batch-size "${BATCH:-16}" \
+        --videos "${VIDEOS:-12}" --video-s "${VIDEO_S:-15}" --lr "${LR:-6e-4}" --out "$OUT/flow" 2>&1 \
+        | grep -v 'step/s' | tee "$OUT/flow.log"
 }
 
 claim() {
@@ -90,9 +99,11 @@ case "$CHECK" in
     claim) setup_there; claim ;;
     speed) setup_there; speed ;;
     md2) setup_there; md2 ;;
-    smoke)  # the same functions at tiny size on this machine's CPU
-        PY=${PYTHON:-.venv/bin/python}
-        STEPS640=4 STEPS1024=3 BATCH=2 DRIVES=2 SAMPLES=3 WORKERS=1 SIZE640=128x64 SIZE1024=192x64 flow
+    smoke)  # the same functions at tiny size on this machine's CPU, the kit installed as on the GPU machine
+        [ -d "$KIT/whl" ] || prepare
+        gpu_like_python
+        setup_there
+        SIZES=128x64,192x64 FLOW_STEPS=4,3 BATCH=2 VIDEOS=2 VIDEO_S=3 WORKERS=1 flow
         BUDGET=tiny DEVICE=cpu claim
         SIZE=128x64 BATCHES=2 VARIANTS=default STEPS=4 WORKERS=1 LEARN_STEPS=6 BATCH=2 DRIVES=2 LEARN_WORKERS=1 speed
         MD2_STEPS=6 MD2_BATCH=2 WORKERS=1 md2 ;;

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from formats.shard_schema import FLOW_MEMBER, decode_mask, decode_sample_frames
+from formats.shard_schema import FLOW_MEMBER, decode_mask, decode_sample_frames, frame_count
 from training.augment import STRENGTH, ColourJitter
 from training.shard_stream import SkipOnce, expand_shards, parse_mixture, sample_name, samples_from_shards
 
@@ -165,6 +165,18 @@ def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return torch.stack(targets), torch.stack(sources), flow, torch.stack(visible)
 
 
+def check_frame_gap(config: DataConfig) -> None:
+    """A frame gap needs samples of 2 * gap + 1 frames. Checked on the first sample of the first shard, so
+    a run on shards mined with too few frames stops with one line, instead of skipping every sample of an
+    endless stream."""
+    needed = 2 * config.frame_gap + 1
+    first_shard = parse_mixture(config.shards)[0].shards[0]
+    sample = next(iter(samples_from_shards([{"url": first_shard}], handler=SkipOnce())), None)
+    if sample is not None and frame_count(sample) < needed:
+        raise ValueError(f"frame gap {config.frame_gap} needs samples of {needed} frames; {first_shard} has "
+                         f"{frame_count(sample)} (mine with geopt-mine shard --frames {needed})")
+
+
 def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,
                  start_epoch: int = 0) -> tuple[wds.WebLoader, list[str]]:
     """Batches (target, source, origin, names, visible): frames (B, 3, H, W) uint8, the (B,) index of the
@@ -176,6 +188,8 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
     epochs every source is read whole and the weights only set how they interleave. `start_batch`
     reseeds a resumed endless run, `start_epoch` says which epoch an exact run resumes."""
     sources = parse_mixture(config.shards)
+    if config.frame_gap > 1:
+        check_frame_gap(config)
     handler = SkipOnce()
     seed = config.seed * 1_000_003 + start_batch
     workers = max(1, config.workers)

@@ -1,0 +1,123 @@
+"""What pretraining needs to learn long displacements: the census error, second-order smoothness, and
+the resolution and frame-gap curricula (issue: flow at the seed's 640x192)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from formats.shard_schema import decode_sample_frames
+from training.flow.data import DataConfig, PairAugment
+from training.flow.loss import census_error, edge_aware_smoothness, second_order_smoothness
+from training.flow.pretrain import PretrainConfig, PretrainTask, pretrain
+from training.photometric import warp_by_flow
+from training.shard_stream import samples_from_shards
+from world.shards import write_world_shard
+
+from tests.training.flow.test_pretrain import tiny_config, world_pair
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_census_error_prefers_the_true_flow_when_the_exposure_changes():
+    """The census compares the sign of local contrast, so a brighter source frame (auto-exposure) still
+    matches where the true flow sends each pixel."""
+    target, source, true_flow = world_pair(11, 192, 64)
+    brighter = (source * 1.3).clamp(0, 1)
+    error = lambda flow: float(census_error(warp_by_flow(brighter, flow)[0], target).mean())
+    assert error(true_flow) < 0.75 * error(torch.zeros_like(true_flow))
+    assert error(true_flow) < 0.75 * error(true_flow + torch.tensor([3.0, -2.0])[None, :, None, None])
+
+
+def test_second_order_smoothness_leaves_flow_growing_toward_the_border_free():
+    """Driving forward, flow grows steadily from the centre of expansion to the border: first-order
+    smoothness charges that growth, second-order does not."""
+    image = torch.full((1, 3, 16, 48), 0.5)
+    u = torch.linspace(-12.0, 12.0, 48).expand(16, 48)
+    v = torch.linspace(-4.0, 4.0, 16)[:, None].expand(16, 48)
+    expanding = torch.stack([u, v])[None]
+    assert float(second_order_smoothness(expanding, image)) < 1e-5
+    assert float(edge_aware_smoothness(expanding, image)) > 0.1
+    bent = expanding.clone()
+    bent[..., 24:] = 0
+    assert float(second_order_smoothness(bent, image)) > 0.01
+
+
+def _record_input_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """(step, input width) of every step scored by pretraining."""
+    seen = []
+    scored = PretrainTask.losses
+
+    def recording(self, model, batch, runtime):
+        out = scored(self, model, batch, runtime)
+        seen.append((self.step, out["target"].shape[-1]))
+        return out
+
+    monkeypatch.setattr(PretrainTask, "losses", recording)
+    return seen
+
+
+def test_a_resolution_curriculum_resumes_in_the_stage_it_was_in(world_shards, tmp_path, monkeypatch):
+    seen = _record_input_sizes(monkeypatch)
+    run = tmp_path / "run"
+    square = lambda **overrides: tiny_config(world_shards, run, half_size_steps=3, **overrides)
+    square_data = lambda config: PretrainConfig(**{**config.__dict__, "data": DataConfig(
+        **{**config.data.__dict__, "width_px": 128, "height_px": 128})})
+    pretrain(square_data(square(steps=2, checkpoint_every=1)))
+    pretrain(square_data(square(steps=5, resume=True)))
+    assert seen == [(0, 64), (1, 64), (2, 64), (3, 128), (4, 128)]
+
+
+def test_a_resolution_curriculum_on_a_size_it_cannot_halve_says_so(world_shards, tmp_path):
+    config = tiny_config(world_shards, tmp_path / "run", half_size_steps=2)
+    odd = PretrainConfig(**{**config.__dict__, "data": DataConfig(shards=config.data.shards, width_px=160,
+                                                                   height_px=96)})
+    with pytest.raises(ValueError, match="160x96 must be a multiple of 64 each way and at least 128x128"):
+        PretrainTask(odd)
+    too_low = PretrainConfig(**{**config.__dict__, "data": DataConfig(shards=config.data.shards, width_px=192,
+                                                                        height_px=64)})
+    with pytest.raises(ValueError, match="192x64 must be"):
+        PretrainTask(too_low)
+
+
+@pytest.fixture(scope="module")
+def five_frame_shard(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("five") / "0000.tar"
+    write_world_shard(path, seed=31, samples=2, width_px=128, height_px=64, frames_per_sample=5)
+    return path
+
+
+def test_pairs_take_the_middle_frame_and_the_one_frame_gap_away(five_frame_shard):
+    sample = next(iter(samples_from_shards([{"url": str(five_frame_shard)}], handler=None)))
+    frames = decode_sample_frames(sample, minimum=5)
+    config = DataConfig(shards=str(five_frame_shard), width_px=128, height_px=64, jitter=0.0, flip=False,
+                        min_crop_fraction=1.0, frame_gap=2)
+    augment = PairAugment(config, train=True)
+    sources = set()
+    for _ in range(12):
+        target, source, _ = augment(sample)
+        assert torch.equal(target, torch.from_numpy(frames[2].transpose(2, 0, 1).copy()))
+        matches = [i for i in range(5) if torch.equal(source, torch.from_numpy(frames[i].transpose(2, 0, 1).copy()))]
+        sources.update(matches)
+    assert sources == {0, 4}
+
+
+def test_a_frame_gap_longer_than_the_samples_names_the_frames_needed(world_shards, tmp_path):
+    config = tiny_config(world_shards, tmp_path / "run")
+    config = PretrainConfig(**{**config.__dict__, "data": DataConfig(**{**config.data.__dict__, "frame_gap": 2})})
+    with pytest.raises(ValueError, match=r"frame gap 2 needs samples of 5 frames; .*0000.tar has 3 \(mine with "
+                                         r"geopt-mine shard --frames 5\)"):
+        pretrain(config)
+
+
+def test_the_flow_bench_says_when_a_size_and_rate_give_less_than_a_batch(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "flow_learning.py"), "--size", "128x64", "--drives",
+                           "1", "--samples", "1", "--batch-size", "4", "--steps", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "128x64 at 5 Hz gives 1 training samples, fewer than one batch of 4: give more --drives/--samples or "
+        "--videos/--video-s")
