@@ -56,6 +56,25 @@ from training.options import loop_options, size_callback
               show_default=True, help="Gradient norm clipping.")
 @click.option("--smoothness", type=click.FloatRange(0), default=FlowLossConfig.smoothness, show_default=True,
               help="Weight of edge-aware flow smoothness.")
+@click.option("--smoothness-order", type=click.Choice(["1", "2"]), default=str(FlowLossConfig.smoothness_order),
+              show_default=True, callback=lambda _ctx, _param, value: int(value),
+              help="1: first derivatives of the flow at every scale (Monodepth2). 2: second derivatives of the flow at "
+                   "1/4 size only (UFlow, SMURF), which leave the steady growth of flow when driving forward free.")
+@click.option("--error", type=click.Choice(["ssim_l1", "census"]), default=FlowLossConfig.error, show_default=True,
+              help="How a warped pixel is compared with the target: 0.85 SSIM + 0.15 L1 (Monodepth2), or the soft "
+                   "Hamming distance of 7x7 census transforms (UFlow, SMURF; robust to exposure changes).")
+@click.option("--pyramid/--no-pyramid", default=FlowLossConfig.pyramid, show_default=True,
+              help="Score each scale's flow on the frames downsampled to that scale (long displacements become a few "
+                   "pixels there), or upsample every scale's flow to full size first (Monodepth2's way for depth).")
+@click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
+              help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
+                   "move half as far). The size must be a multiple of 64 each way and at least 128x128.")
+@click.option("--frame-gap", type=click.IntRange(1), default=DataConfig.frame_gap, show_default=True,
+              help="Pair the middle frame of each sample with the one this many frames before or after it; samples "
+                   "need 2 x GAP + 1 frames (geopt-mine shard --frames).")
+@click.option("--short-gap-steps", type=click.IntRange(0), default=PretrainConfig.short_gap_steps, show_default=True,
+              help="Frame-gap curriculum: neighbouring frames for the first N steps, then --frame-gap apart (the switch "
+                   "waits for the next epoch boundary: make --epoch-batches divide N).")
 @click.option("--occlusion-mask", "occlusion_masking", is_flag=True,
               help="Also mask pixels failing the forward-backward check (charged like pixels leaving the view). "
                    "Only for fine-tuning a net that already predicts flow (with --resume): from scratch it "
