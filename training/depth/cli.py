@@ -51,6 +51,13 @@ def _load(ckpt: Path) -> dict:
                    "geopt:BACKBONE.pth (from geopt-train export), or a pretraining/transfer checkpoint path.")
 @click.option("--pose-init", default=TransferConfig.pose_init, show_default=True,
               help="Pose ResNet18 start: same (as --init), scratch, imagenet or geopt:BACKBONE.pth.")
+@click.option("--pose-seed", type=int, default=TransferConfig.pose_seed,
+              help="Draw the pose network's initial weights from this seed, alike in every run whatever --seed "
+                   "and --init (with --pose-init scratch: the same pose network in every arm). Default: from "
+                   "--seed, as Monodepth2.")
+@click.option("--freeze-encoder", is_flag=True,
+              help="Depth probe: the encoder stays as --init gave it (weights and BatchNorm statistics); only "
+                   "the depth decoder and the pose network learn.")
 @click.option("--arch", type=click.Choice(["resnet18", "resnet50"]), default=TransferConfig.arch, show_default=True,
               help="Depth encoder architecture.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=TransferConfig.run_dir, show_default=True,
@@ -64,6 +71,15 @@ def _load(ckpt: Path) -> dict:
               help="Optimiser steps (66 000 = Monodepth2's 20 epochs of eigen_zhou at batch 12).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=TransferConfig.lr, show_default=True,
               help="Adam learning rate, x0.1 after 75% of the steps.")
+@click.option("--warmup-steps", type=click.IntRange(0), default=TransferConfig.warmup_steps, show_default=True,
+              help="Linear learning-rate warm-up over the first steps (0: none, Monodepth2).")
+@click.option("--automask-after", type=click.IntRange(0), default=TransferConfig.automask_after, show_default=True,
+              help="Score every pixel without auto-masking for the first N steps (0: auto-masking from the "
+                   "start, Monodepth2).")
+@click.option("--min-depth", type=click.FloatRange(0, min_open=True), default=None,
+              help="Nearest depth of the sigmoid disparity, in the depth unit (default 0.1 in M, 0.54 m with stereo).")
+@click.option("--max-depth", type=click.FloatRange(0, min_open=True), default=None,
+              help="Farthest depth of the sigmoid disparity (default 100 in M, 540 m with stereo).")
 @click.option("--fov-deg", type=click.FloatRange(0, 180, min_open=True, max_open=True), default=TransferConfig.fov_deg,
               help="Horizontal field of view of shard frames (fx = 0.5 W / tan(fov/2)); with learned "
                    "intrinsics the focal length's prior.")
@@ -80,6 +96,7 @@ def _load(ckpt: Path) -> dict:
 def transfer_command(size, **options):
     """Train monocular depth from a backbone the Monodepth2 way (runs under torchrun too)."""
     from training.checkpoints import CheckpointError
+    from training.depth.collapse import describe
     from training.depth.transfer import transfer
     from training.finite_guard import TrainingDiverged
 
@@ -90,7 +107,8 @@ def transfer_command(size, **options):
     except (ValueError, FileNotFoundError, TrainingDiverged, CheckpointError) as error:
         raise click.ClickException(str(error))
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
-    click.echo(f"trained to step {result['step']}: {scores}\ncheckpoint: {config.run_dir / 'last.pt'}")
+    click.echo(f"trained to step {result['step']}: {scores}\n{describe(result['collapse'])}\n"
+               f"checkpoint: {config.run_dir / 'last.pt'}")
 
 
 @click.command("evaluate")

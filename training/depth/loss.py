@@ -34,6 +34,8 @@ IDENTITY_TIE_BREAK = 1e-5
 class DepthLossConfig:
     smoothness: float = 1e-3
     automask: bool = True
+    """False scores every pixel by its best warped source (Monodepth2's --disable_automasking); 'automask'
+    in the output still reports the share auto-masking would keep."""
     min_depth: float = MIN_DEPTH
     max_depth: float = MAX_DEPTH
 
@@ -113,21 +115,26 @@ def warp_source(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, inv_
     return warped
 
 
-def min_reprojection(target: torch.Tensor, warped: list[torch.Tensor], unwarped: list[torch.Tensor] | None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def min_reprojection(target: torch.Tensor, warped: list[torch.Tensor], unwarped: list[torch.Tensor] | None,
+                     automask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel minimum photometric error over warped sources, auto-masked by the unwarped ones.
 
     Returns the (B, 1, H, W) error to minimise and the (B, 1, H, W) auto-mask: 1 where a warped source
-    explains the pixel best (kept), 0 where an unwarped one does (static; its error then is the unwarped
-    one's, which carries no gradient). With `unwarped` None every pixel is kept.
+    explains the pixel best (kept), 0 where an unwarped one does (static; with `automask` its error then is
+    the unwarped one's, which carries no gradient). With `automask` False every pixel is scored by its
+    warped error, and the mask only reports what auto-masking would keep (the no-motion state shows there
+    too). With `unwarped` None the mask is all ones.
     """
     reprojection = torch.cat([photometric_error(w, target) for w in warped], dim=1)
+    best_warped = reprojection.min(dim=1, keepdim=True)[0]
     if unwarped is None:
-        return reprojection.min(dim=1, keepdim=True)[0], torch.ones_like(reprojection[:, :1])
-    identity = torch.cat([photometric_error(s, target) for s in unwarped], dim=1)
-    identity = identity + torch.randn_like(identity) * IDENTITY_TIE_BREAK
-    error, index = torch.cat([identity, reprojection], dim=1).min(dim=1, keepdim=True)
-    return error, (index >= identity.shape[1]).to(error.dtype)
+        return best_warped, torch.ones_like(best_warped)
+    with torch.set_grad_enabled(automask and torch.is_grad_enabled()):
+        identity = torch.cat([photometric_error(s, target) for s in unwarped], dim=1)
+        identity = identity + torch.randn_like(identity) * IDENTITY_TIE_BREAK
+        error, index = torch.cat([identity, reprojection], dim=1).min(dim=1, keepdim=True)
+    mask = (index >= identity.shape[1]).to(error.dtype)
+    return (error if automask else best_warped), mask
 
 
 def depth_loss(target: torch.Tensor, sources: dict, transforms: dict, disps: dict[int, torch.Tensor],
@@ -139,20 +146,21 @@ def depth_loss(target: torch.Tensor, sources: dict, transforms: dict, disps: dic
     `transforms` {frame id: (B, 4, 4)} map target-camera points into each source camera (metres);
     `disps` {scale: (B, 1, H / 2^scale, W / 2^scale)} sigmoid disparities; `K_normalised` (B, 3, 3);
     `visible` (B, 1, H, W): 0 where a static overlay hides the scene, left out of the photometric term.
-    Returns 'loss' and, detached for logging, 'photometric', 'smoothness', 'automask' (fraction kept),
+    Returns 'loss' and, detached for logging, 'photometric', 'smoothness', 'automask' (fraction that
+    auto-masking keeps, applied or not),
     and at scale 0 'warped' ({frame id: image}) and 'mask' (B, 1, H, W).
     """
     h, w = target.shape[-2:]
     K, inv_K = intrinsics_matrices(K_normalised.float(), w, h)
     frame_ids = sorted(sources, key=str)
-    unwarped = [sources[f] for f in frame_ids] if config.automask else None
+    unwarped = [sources[f] for f in frame_ids]
     total = photometric_sum = smooth_sum = kept_sum = 0.0
     out = {}
     for scale, disp in sorted(disps.items()):
         full = F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False) if scale else disp
         _, depth = disp_to_depth(full, config.min_depth, config.max_depth)
         warped = [warp_source(sources[f], depth, K, inv_K, transforms[f]) for f in frame_ids]
-        error, mask = min_reprojection(target, warped, unwarped)
+        error, mask = min_reprojection(target, warped, unwarped, config.automask)
         photometric = error.mean() if visible is None else (error * visible).sum() / visible.sum().clamp(min=1)
         target_s = F.interpolate(target, size=disp.shape[-2:], mode="area") if scale else target
         normalised_disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)

@@ -71,15 +71,33 @@ class DepthDecoder(nn.Module):
 
 
 class DepthNet(nn.Module):
-    """(B, 3, H, W) image in 0..1, H and W multiples of 32 -> {scale: sigmoid disparity} (see `DepthDecoder`)."""
+    """(B, 3, H, W) image in 0..1, H and W multiples of 32 -> {scale: sigmoid disparity} (see `DepthDecoder`).
+
+    `freeze_encoder` makes it a probe of the encoder: its weights and BatchNorm statistics stay as loaded
+    (it runs in eval mode, without gradients, whatever `train()` says), and only the decoder learns.
+    """
 
     def __init__(self, arch: str = "resnet18"):
         super().__init__()
         self.encoder = StructureEncoder(arch)
         self.decoder = DepthDecoder(self.encoder.channels)
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        self.encoder.requires_grad_(False)
+        self.encoder_frozen = True
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> "DepthNet":
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def forward(self, image: torch.Tensor) -> dict[int, torch.Tensor]:
-        return self.decoder(self.encoder(image))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            features = self.encoder(image)
+        return self.decoder(features)
 
 
 def rotation_from_axisangle(axisangle: torch.Tensor) -> torch.Tensor:
@@ -178,20 +196,30 @@ class IntrinsicsHead(nn.Module):
         return K
 
 
+def built_with_seed(factory, seed: int) -> nn.Module:
+    """`factory()` with the CPU random stream seeded by `seed`; the global stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
 class DepthAndPose(nn.Module):
     """Everything trained in one step: depth of frame 0, poses of frames -1 and +1, and maybe intrinsics.
 
     `temporal` False (stereo-only training) builds no pose network. `learned_intrinsics` adds an
     `IntrinsicsHead` whose predictions for the two pairs are averaged: both see the same camera.
+    `pose_seed` draws the pose network's initial weights from their own seed, so that runs of any seed and
+    any depth encoder start it alike; None draws them from the global stream, after the depth network's.
     """
 
     def __init__(self, arch: str = "resnet18", temporal: bool = True, learned_intrinsics: bool = False,
-                 aspect_w_over_h: float = 640 / 192, focal_x_prior: float = KITTI_K_NORMALISED[0, 0]):
+                 aspect_w_over_h: float = 640 / 192, focal_x_prior: float = KITTI_K_NORMALISED[0, 0],
+                 pose_seed: int | None = None):
         super().__init__()
         if learned_intrinsics and not temporal:
             raise ValueError("learned intrinsics need the pose network, i.e. frames -1 and +1 (mode M or MS)")
         self.depth = DepthNet(arch)
-        self.pose = PoseNet() if temporal else None
+        self.pose = (PoseNet() if pose_seed is None else built_with_seed(PoseNet, pose_seed)) if temporal else None
         self.intrinsics = (IntrinsicsHead(self.pose.encoder.channels[-1], aspect_w_over_h, focal_x_prior)
                            if learned_intrinsics else None)
 

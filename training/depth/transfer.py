@@ -4,10 +4,17 @@ The depth network's encoder starts from `init`: 'scratch', 'imagenet' (torchvisi
 from the local torch hub cache), 'geopt:PATH' (a backbone written by ``geopt-train export``), or PATH of a
 checkpoint (a pretraining checkpoint's structure encoder, or a whole earlier transfer run, e.g. to
 fine-tune at 1024x320 after 640x192 as Monodepth2 does). The pose network's ResNet18 starts from
-`pose_init`, by default the same source (ImageNet's ResNet18 when that is 'imagenet').
+`pose_init`, by default the same source (ImageNet's ResNet18 when that is 'imagenet'); `pose_seed` draws a
+pose network from scratch alike in every run, whatever its seed and depth encoder. `freeze_encoder` makes
+the transfer a probe of what the encoder holds: only the depth decoder (and the pose network) learn.
 
 Training is Monodepth2's: Adam at 1e-4 (not scaled with the number of processes), divided by 10 at 75 % of
 the steps, modes M (frames -1, +1 with a learned pose), S (the stereo partner, known pose) and MS (both).
+Against the no-motion collapse of short budgets (`training.depth.collapse`) a run may add a linear
+learning-rate warm-up (`warmup_steps`), score every pixel without auto-masking for its first
+`automask_after` steps, and set its own depth range; the defaults are Monodepth2's. Each logged step
+records the auto-mask's kept share, the mean predicted translation and the disparity's spread, and the
+result says whether the run ended collapsed and when it left that state.
 `training.loop` runs it: the run folder holds ``config.json``, ``last.pt``, ``log.jsonl`` and TensorBoard
 scalars and pictures (frame, coloured disparity); non-finite steps are skipped.
 
@@ -25,11 +32,13 @@ import torchvision
 from torch.utils.tensorboard import SummaryWriter
 
 from formats.camera import KITTI_K_NORMALISED, fov_intrinsics
+from formats.files import read_jsonl
 from training.backbone import load_resnet_weights
 from training.checkpoints import TRANSFER, load_checkpoint
 from training.depth.data import FRAME_IDS, LoaderConfig, parse_data_spec, training_batches
 from training.depth.loss import DepthLossConfig, depth_loss, depth_range_m
-from training.depth.networks import DepthAndPose
+from training.depth.collapse import collapse_verdict
+from training.depth.networks import DepthAndPose, disp_to_depth
 from training.depth.predict import colourise_disparity
 from training.flow.export import encoder_state_dict
 from training.loop import LoopConfig, Task, train
@@ -51,6 +60,18 @@ class TransferConfig(LoopConfig):
     pose_init: str = "same"
     """'same' as `init` (a transfer checkpoint without a pose network leaves it to start from scratch),
     or 'scratch', 'imagenet', 'geopt:PATH' of a resnet18 backbone."""
+    pose_seed: int | None = None
+    """Seed of the pose network's initial weights (before any `pose_init` weights load over its encoder);
+    None: drawn from the run's `seed` after the depth network, as Monodepth2 does."""
+    freeze_encoder: bool = False
+    """Train only the depth decoder and the pose network; the depth encoder stays as `init` gave it."""
+    warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up from lr / warmup_steps to lr; 0: none (Monodepth2)."""
+    automask_after: int = 0
+    """Steps scored without auto-masking (every pixel by its best warped source) before it starts."""
+    min_depth: float | None = None
+    """Depth range of the sigmoid disparity in the depth unit; None: the mode's (`depth_range_m`)."""
+    max_depth: float | None = None
     arch: str = "resnet18"
     width_px: int = 640
     height_px: int = 192
@@ -68,10 +89,16 @@ class TransferConfig(LoopConfig):
     train_fraction: float = 1.0
     workers: int = 4
 
-    def loss_config(self) -> DepthLossConfig:
-        """Monodepth2's loss, in the depth range of this mode (`depth_range_m`)."""
-        min_depth, max_depth = depth_range_m(stereo="s" in FRAME_IDS[self.mode])
-        return DepthLossConfig(min_depth=min_depth, max_depth=max_depth)
+    def depth_range(self) -> tuple[float, float]:
+        """(min, max) depth: the given ones, else the mode's (`depth_range_m`)."""
+        default_min, default_max = depth_range_m(stereo="s" in FRAME_IDS[self.mode])
+        return (default_min if self.min_depth is None else self.min_depth,
+                default_max if self.max_depth is None else self.max_depth)
+
+    def loss_config(self, step: int = 0) -> DepthLossConfig:
+        """Monodepth2's loss in `depth_range`, for the step that `step` steps have preceded."""
+        min_depth, max_depth = self.depth_range()
+        return DepthLossConfig(min_depth=min_depth, max_depth=max_depth, automask=step >= self.automask_after)
 
     def loader_config(self) -> LoaderConfig:
         return LoaderConfig(data=self.data, split=self.split, mode=self.mode, width_px=self.width_px,
@@ -94,6 +121,13 @@ def check_config(config: TransferConfig) -> None:
         raise ValueError(f"size {config.width_px}x{config.height_px}: both sides must be multiples of 32")
     if not 0 < config.train_fraction <= 1:
         raise ValueError(f"train_fraction must be in (0, 1], got {config.train_fraction}")
+    if config.mode == "S" and (config.pose_init != "same" or config.pose_seed is not None):
+        raise ValueError("no pose network in S mode: pose_init and pose_seed (--pose-init, --pose-seed) need M or MS")
+    if config.warmup_steps < 0 or config.automask_after < 0:
+        raise ValueError("warmup_steps and automask_after must be 0 or more")
+    min_depth, max_depth = config.depth_range()
+    if not 0 < min_depth < max_depth:
+        raise ValueError(f"depth range {min_depth}..{max_depth}: need 0 < min_depth < max_depth")
 
 
 # --- initial weights ---------------------------------------------------------------------------------
@@ -136,9 +170,17 @@ def build_model(config: TransferConfig, load_init: bool = True) -> DepthAndPose:
     """The networks for `config`, starting from `init` and `pose_init` when `load_init`."""
     prior = fov_intrinsics(config.fov_deg, 1, 1)[0, 0] if config.fov_deg is not None else KITTI_K_NORMALISED[0, 0]
     model = DepthAndPose(config.arch, temporal=config.mode != "S", learned_intrinsics=config.intrinsics == "learned",
-                         aspect_w_over_h=config.width_px / config.height_px, focal_x_prior=prior)
-    if not load_init:
-        return model
+                         aspect_w_over_h=config.width_px / config.height_px, focal_x_prior=prior,
+                         pose_seed=config.pose_seed)
+    if config.freeze_encoder:
+        model.depth.freeze_encoder()
+    if load_init:
+        _load_initial_weights(model, config)
+    return model
+
+
+def _load_initial_weights(model: DepthAndPose, config: TransferConfig) -> None:
+    """`init` into the depth network, `pose_init` into the pose network."""
     weights = _initial_weights(config.init, config.arch)
     try:
         if "depth" in weights:
@@ -159,7 +201,6 @@ def build_model(config: TransferConfig, load_init: bool = True) -> DepthAndPose:
         except RuntimeError:
             raise ValueError(f"the pose encoder is a ResNet18 and {pose_source!r} holds other weights; "
                              "choose pose_init scratch, imagenet or geopt:PATH of a resnet18 backbone") from None
-    return model
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -177,9 +218,11 @@ def to_device(batch: dict, runtime: Runtime) -> dict:
     return move(batch)
 
 
-def depth_losses(model, batch: dict, config: TransferConfig, runtime: Runtime) -> dict:
+def depth_losses(model, batch: dict, config: TransferConfig, runtime: Runtime, step: int = 0) -> dict:
     """Forward the networks on the augmented frames of a batch (on the device), score the synthesis of
-    the original target. Returns `depth_loss`'s terms, 'disp' (scale 0) and the 'K' used."""
+    the original target; `step` steps came before this one. Returns `depth_loss`'s terms, 'disp' (scale
+    0), the 'K' used, and for the collapse watch 'translation' (mean |translation| of the predicted poses,
+    in the depth unit; absent in S) and 'disparity_spread' (`disparity_spread`)."""
     with runtime.autocast():
         out = model(batch["frames_aug"])
     disps = {s: d.float() for s, d in out["disps"].items()}
@@ -191,9 +234,33 @@ def depth_losses(model, batch: dict, config: TransferConfig, runtime: Runtime) -
                          "learned intrinsics (--intrinsics learned)")
     K = out["K"].float() if config.intrinsics == "learned" else batch["K"]
     frames = batch["frames"]
-    losses = depth_loss(frames[0], {f: frames[f] for f in transforms}, transforms, disps, K, config.loss_config(),
+    loss_config = config.loss_config(step)
+    losses = depth_loss(frames[0], {f: frames[f] for f in transforms}, transforms, disps, K, loss_config,
                         batch.get("visible"))
-    return {**losses, "disp": disps[0].detach(), "K": K.detach()}
+    watch = {"disparity_spread": disparity_spread(disps[0].detach(), loss_config)}
+    if out["poses"]:
+        watch["translation"] = torch.stack([T[:, :3, 3].detach().norm(dim=1) for T in out["poses"].values()]).mean()
+    return {**losses, **watch, "disp": disps[0].detach(), "K": K.detach()}
+
+
+def disparity_spread(disp: torch.Tensor, loss_config: DepthLossConfig) -> torch.Tensor:
+    """(B, 1, H, W) sigmoid disparity -> std over pixels / mean of 1 / depth, averaged over the batch: near 0
+    for the flat output of a network that learns no depth, whatever the depth unit."""
+    scaled, _ = disp_to_depth(disp.float(), loss_config.min_depth, loss_config.max_depth)
+    flat = scaled.flatten(1)
+    return (flat.std(dim=1) / flat.mean(dim=1)).mean()
+
+
+def learning_rate_schedule(optimiser: torch.optim.Optimizer, config: TransferConfig):
+    """x `lr_decay` after `lr_decay_at` of the steps (Monodepth2's MultiStepLR, as it is without warm-up),
+    after a linear warm-up over the first `warmup_steps`."""
+    milestone = int(config.lr_decay_at * config.steps)
+    if not config.warmup_steps:
+        return torch.optim.lr_scheduler.MultiStepLR(optimiser, [milestone], config.lr_decay)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / config.warmup_steps) * (config.lr_decay if step >= milestone else 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
 class TransferTask(Task):
@@ -208,9 +275,9 @@ class TransferTask(Task):
         return build_model(self.config, load_init=not resuming).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
-        optimiser = torch.optim.Adam(model.parameters(), lr=self.config.lr, fused=True)
-        milestone = int(self.config.lr_decay_at * self.config.steps)
-        return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, [milestone], self.config.lr_decay)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        optimiser = torch.optim.Adam(trained, lr=self.config.lr, fused=True)
+        return optimiser, learning_rate_schedule(optimiser, self.config)
 
     def batches(self, runtime: Runtime, step: int, epoch: int):
         return training_batches(self.config.loader_config(), runtime.rank, runtime.world_size, start_batch=step)
@@ -222,11 +289,14 @@ class TransferTask(Task):
         return None  # KITTI and shard batches never run out: every rank always has a batch
 
     def losses(self, model, batch, runtime: Runtime) -> dict:
-        return depth_losses(model, to_device(batch, runtime), self.config, runtime) | {"frame": batch["frames"][0]}
+        return depth_losses(model, to_device(batch, runtime), self.config, runtime, self.step) | {"frame": batch["frames"][0]}
 
     def scalars(self, out: dict) -> dict[str, float]:
         scalars = {"loss": float(out["loss"].detach()), "photometric": float(out["photometric"]),
-                   "smoothness": float(out["smoothness"]), "automask_kept": float(out["automask"])}
+                   "smoothness": float(out["smoothness"]), "automask_kept": float(out["automask"]),
+                   "disparity_spread": float(out["disparity_spread"])}
+        if "translation" in out:
+            scalars["translation"] = float(out["translation"])
         if self.config.intrinsics == "learned":
             scalars["fx_normalised"] = float(out["K"][:, 0, 0].mean())
         return scalars
@@ -238,12 +308,16 @@ class TransferTask(Task):
         writer.add_images("disparity", coloured, step, dataformats="NHWC")
 
     def facts(self) -> dict:
-        loss = self.config.loss_config()
+        min_depth, max_depth = self.config.depth_range()
         return {"arch": self.config.arch, "mode": self.config.mode, "width_px": self.config.width_px,
-                "height_px": self.config.height_px, "min_depth": loss.min_depth, "max_depth": loss.max_depth}
+                "height_px": self.config.height_px, "min_depth": min_depth, "max_depth": max_depth}
 
 
 def transfer(config: TransferConfig) -> dict:
-    """Train (or resume) depth from `config.init`; returns the final step and last losses."""
+    """Train (or resume) depth from `config.init`; returns the final step, last losses and 'collapse'
+    (`training.depth.collapse.CollapseVerdict` over the run's whole log, None where this process wrote
+    no log)."""
     check_config(config)
-    return train(TransferTask(config), config)
+    result = train(TransferTask(config), config)
+    log_path = Path(config.run_dir) / "log.jsonl"
+    return result | {"collapse": collapse_verdict(read_jsonl(log_path)) if log_path.is_file() else None}
