@@ -1,18 +1,21 @@
 """Does geometric pretraining learn motion? Flow end-point error on world drives with true flow, per loss.
 
-    python bench/flow_learning.py                          # old vs today's loss on a CPU proxy of 640x192 (~30 min)
-    python bench/flow_learning.py --size 640x192 --fps 10 --steps 2000 --batch-size 16 --drives 48 --workers 6  # GPU
+    # the CPU proxy of the seed's long displacements (10.4 px on average): ~30 min per variant alone on 2 cores
+    python bench/flow_learning.py --size 192x64 --fps 5 --steps 1250 --batch-size 16 --drives 16 --samples 40 \
+        --variants upsampled,pyramid --jobs 1
+    # the same from mined world video (rendered, served on 127.0.0.1, mined by geopt-mine)
+    python bench/flow_learning.py --data mined --size 192x64 --fps 5 --steps 1250 --batch-size 16 --variants default
+    # on a GPU: bash bench/gpu_check.sh flow (mined video, 640x192 and 1024x320 at 10 Hz side by side)
 
-Pretrains on world shards (exact flow in every sample) with the real loop, once per loss variant, and
-prints the validation end-point error (EPE) on unseen drives against the EPE of predicting no motion,
-the mean predicted and true flow lengths and the share of pixels the loss excluded (out of view). A net
-whose EPE stays at or above the zero-flow score has learned nothing its structure encoder could pass on
-to depth, whatever its photometric loss says. Writes `flow_learning.json` and pictures of EPE and loss
-against step to --out.
+Pretrains with the real loop, once per variant (loss and curriculum, `VARIANTS`) and size, and prints the
+validation end-point error (EPE) on unseen world drives against the EPE of predicting no motion, the mean
+predicted and true flow lengths, the share of pixels the loss excluded (out of view) and the first
+validation step at or below half the zero-flow score. A net whose EPE stays at or above the zero-flow
+score has learned nothing its structure encoder could pass on to depth, whatever its photometric loss
+says. Writes `flow_learning.json` and pictures of EPE and loss against step to --out.
 
-What sets the difficulty is how far pixels move between frames, in pixels: 640x192 at 10 Hz and 320x96 at
-5 Hz both move them ~14-16 px on average (up to ~70), 320x96 at 10 Hz half that. The default runs the
-cheap 320x96 at 5 Hz; its 800 CPU steps are too few to show learning either way (README, Results).
+What sets the difficulty is how far pixels move between frames, in pixels: 640x192 at 10 Hz moves them
+13.6 px on average (up to ~70), 192x64 at 5 Hz 10.4 px, 192x64 at 10 Hz 4.1 px.
 """
 import argparse
 import json
@@ -47,10 +50,11 @@ class Variant:
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
 VARIANTS = {
-    "flat_exit": Variant(FlowLossConfig(exit_costs_standing_still=False)),
-    "default": Variant(FlowLossConfig()),
-    "fb_check": Variant(FlowLossConfig(occlusion_masking=True)),
+    "flat_exit": Variant(FlowLossConfig(exit_costs_standing_still=False, pyramid=False)),
+    "upsampled": Variant(FlowLossConfig(pyramid=False)),
+    "fb_check": Variant(FlowLossConfig(occlusion_masking=True, pyramid=False)),
     "pyramid": Variant(FlowLossConfig(pyramid=True)),
+    "default": Variant(FlowLossConfig()),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
     "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
     "pyramid_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2),
@@ -58,8 +62,8 @@ VARIANTS = {
     "gap_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, short_gap_share=1 / 3),
 }
 """Loss variants by name. `flat_exit` is the loss before the 640x192 fix (each pixel out of view costs a
-flat 0.1); `default` is the loss of 2026-12-04 (`FlowLossConfig()` then); `pyramid` scores coarse scales on
-downsampled images; `census` compares census transforms instead of SSIM + L1; `smooth2` takes second-order
+flat 0.1); `upsampled` the default until 2026-12-04 (every scale's flow upsampled to full size and scored
+there); `pyramid` scores coarse scales on downsampled images; `default` is today's `FlowLossConfig()`; `census` compares census transforms instead of SSIM + L1; `smooth2` takes second-order
 smoothness at 1/4 size instead of first-order at every scale; the curricula start at half size, or on
 pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart)."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric")

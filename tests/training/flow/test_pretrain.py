@@ -97,15 +97,19 @@ def test_pixels_under_a_static_overlay_do_not_count():
 def test_the_flow_model_learns_the_true_flow_of_a_pair_not_to_hide_pixels():
     """Trained on one world pair by the photometric loss alone, the predicted flow must move toward the
     exact flow. (Before occluded pixels were charged a penalty, the net learned to push every pixel out
-    of view: loss ~0.001, flow 8x too large.)"""
+    of view: loss ~0.001, flow 8x too large.) Scored at full size: pyramid scoring, today's default for the
+    long displacements of real sizes, learns this one 3-pixel pair slower (EPE 2.83 vs 3.14 px for no motion
+    after 150 steps)."""
     torch.manual_seed(0)
     target, source, true_flow = world_pair(11, 128, 64)
+    config = FlowLossConfig(pyramid=False)
     model = GeoPtFlowModel()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-4)
     for _ in range(150):
         flows = model(torch.cat([target, source]), torch.cat([source, target]))
         forward, backward = ({s: f[i:i + 1] for s, f in flows.items()} for i in (0, 1))
-        loss = flow_loss(target, source, forward, backward)["loss"] + flow_loss(source, target, backward, forward)["loss"]
+        loss = (flow_loss(target, source, forward, backward, config)["loss"]
+                + flow_loss(source, target, backward, forward, config)["loss"])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
