@@ -46,6 +46,8 @@ class Variant:
     """Share of the steps trained at half size first (`PretrainConfig.half_size_steps`)."""
     short_gap_share: float = 0.0
     """Share of the steps trained on neighbouring frames before pairs two frames apart (twice the rate)."""
+    film_starts_identity: bool = True
+    """`PretrainConfig.film_starts_identity`."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -55,6 +57,7 @@ VARIANTS = {
     "fb_check": Variant(FlowLossConfig(occlusion_masking=True, pyramid=False)),
     "pyramid": Variant(FlowLossConfig(pyramid=True)),
     "default": Variant(FlowLossConfig()),
+    "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
     "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
     "pyramid_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2),
@@ -65,7 +68,8 @@ VARIANTS = {
 flat 0.1); `upsampled` the default until 2026-12-04 (every scale's flow upsampled to full size and scored
 there); `pyramid` scores coarse scales on downsampled images; `default` is today's `FlowLossConfig()`; `census` compares census transforms instead of SSIM + L1; `smooth2` takes second-order
 smoothness at 1/4 size instead of first-order at every scale; the curricula start at half size, or on
-pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart)."""
+pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart);
+`film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric")
 
 
@@ -203,7 +207,8 @@ def main() -> None:
                     warmup_steps=max(1, run_steps // 20), val_every=max(1, run_steps // 8),
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,
                     device=args.device, lr=args.lr, loss=variant.loss,
-                    half_size_steps=round(variant.half_size_share * run_steps))
+                    half_size_steps=round(variant.half_size_share * run_steps),
+                    film_starts_identity=variant.film_starts_identity)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,

@@ -37,7 +37,7 @@ class MotionEncoder(nn.Module):
 class FlowDecoder(nn.Module):
     """U-Net decoder over the structure features, each level scaled and shifted by the motion code (FiLM)."""
 
-    def __init__(self, encoder_channels: list[int], motion_dim: int = 128):
+    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, film_starts_identity: bool = True):
         super().__init__()
         self.widths = [16, 32, 64, 128, 256]
         self.up = nn.ModuleList()
@@ -50,9 +50,10 @@ class FlowDecoder(nn.Module):
             self.fuse.append(ConvBlock(self.widths[level] + skip, self.widths[level]))
             self.film.append(nn.Linear(motion_dim, 2 * self.widths[level]))
         self.heads = nn.ModuleDict({str(s): nn.Conv2d(self.widths[s], 2, 3, padding=1) for s in SCALES})
-        for film in self.film:  # start as the identity modulation
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
+        if film_starts_identity:
+            for film in self.film:
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
 
     def forward(self, features: list[torch.Tensor], code: torch.Tensor) -> dict[int, torch.Tensor]:
         """-> {scale: (B, 2, H / 2^scale, W / 2^scale) flow (du, dv) in input-image pixels}."""
@@ -73,11 +74,11 @@ class FlowDecoder(nn.Module):
 class GeoPtFlowModel(nn.Module):
     """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source."""
 
-    def __init__(self, arch: str = "resnet18", motion_dim: int = 128):
+    def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True):
         super().__init__()
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
-        self.decoder = FlowDecoder(self.structure.channels, motion_dim)
+        self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity)
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
         return self.decoder(self.structure(target), self.motion(target, source))

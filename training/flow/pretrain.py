@@ -36,6 +36,10 @@ class PretrainConfig(LoopConfig):
     val_shards: str | None = None
     arch: str = "resnet18"
     motion_dim: int = 128
+    film_starts_identity: bool = True
+    """Zero-initialise the layers that turn the motion code into each decoder level's scale and shift, so
+    the decoder starts unmodulated. Then no gradient reaches the motion encoder until those layers have
+    grown, and without the code the best flow for an image is the mean over both directions: zero."""
     steps: int = 20000
     lr: float = 2e-4
     """Peak learning rate for a global batch of `lr_reference_batch`; scaled linearly with the real one."""
@@ -139,7 +143,8 @@ class PretrainTask(Task):
         self.source_counts = torch.zeros(0)
 
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
-        return GeoPtFlowModel(self.config.arch, self.config.motion_dim).to(runtime.device)
+        return GeoPtFlowModel(self.config.arch, self.config.motion_dim,
+                              self.config.film_starts_identity).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size
