@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from formats.files import read_jsonl, write_bytes_atomic, write_json_atomic  # noqa: E402
+from training.depth.collapse import collapse_verdict  # noqa: E402
 
 ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 HEADER = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ<1.25", "δ<1.25²", "δ<1.25³")
@@ -218,9 +219,19 @@ def mean_over_seeds(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([errors[k] for errors in per_seed.values()])) for k in ERRORS}
 
 
-def table(per_seed: dict[str, dict[int, dict[str, float]]]) -> str:
-    """Mean errors over seeds; with several seeds Abs Rel shows ± half the range between them."""
-    lines = ["| init | training data | " + " | ".join(HEADER) + " |", "|---|---|" + "---|" * len(HEADER)]
+def collapse_cells(verdicts: dict[int, dict]) -> str:
+    """'k/n | steps': runs of an arm that ended in the no-motion state (`training.depth.collapse`), and per
+    seed the step each left it ('-' for a run that ended in it)."""
+    collapsed = sum(v["collapsed"] for v in verdicts.values())
+    steps = ", ".join(str(v["left_no_motion_at_step"] or "-") for _, v in sorted(verdicts.items()))
+    return f"{collapsed}/{len(verdicts)} | {steps}"
+
+
+def table(per_seed: dict[str, dict[int, dict[str, float]]], collapse: dict[str, dict[int, dict]]) -> str:
+    """Mean errors over seeds; with several seeds Abs Rel shows ± half the range between them. Then the
+    arm's collapse rate and the step each seed's run left the no-motion state."""
+    lines = ["| init | training data | " + " | ".join(HEADER) + " | collapsed | left no-motion at step |",
+             "|---|---|" + "---|" * (len(HEADER) + 2)]
     for name, runs in per_seed.items():
         init, fraction = name.split("@")
         mean = mean_over_seeds(runs)
@@ -228,7 +239,7 @@ def table(per_seed: dict[str, dict[int, dict[str, float]]]) -> str:
         if len(runs) > 1:
             values = [errors["abs_rel"] for errors in runs.values()]
             cells[0] += f" ± {(max(values) - min(values)) / 2:.3f}"
-        lines.append(f"| {init} | {fraction} | " + " | ".join(cells) + " |")
+        lines.append(f"| {init} | {fraction} | " + " | ".join(cells) + f" | {collapse_cells(collapse[name])} |")
     return "\n".join(lines)
 
 
@@ -279,10 +290,12 @@ def pretrain_backbone(budget: Budget, work: Path, log: Path, device: str) -> dic
 
 
 def transfer_and_evaluate(budget: Budget, work: Path, log_dir: Path, device: str, name: str, init: str,
-                          fraction: str, seed: int) -> tuple[dict, list]:
+                          fraction: str, seed: int) -> tuple[dict, list, dict]:
     """One `geopt-train transfer` run from `init`, its `evaluate`, and for the first seed on all data the
-    `predict` of the test images into work/predictions/`name`; returns its errors and loss curve. Each run
-    writes its own command log, so runs can go side by side."""
+    `predict` of the test images into work/predictions/`name`; returns its errors, loss curve and collapse
+    verdict ('collapsed', 'left_no_motion_at_step'). Each run writes its own command log, so runs can go
+    side by side."""
+
     run_dir = work / "transfer" / f"{name}_{fraction.replace('%', 'pc')}_seed{seed}"
     log = log_dir / f"{run_dir.name}.log"
     kitti = f"kitti:{work / 'kitti'}"
@@ -297,12 +310,15 @@ def transfer_and_evaluate(budget: Budget, work: Path, log_dir: Path, device: str
     if fraction == "all" and seed == budget.seeds[0]:
         run(["training.cli", "predict", "--ckpt", str(run_dir / "last.pt"), "--data", kitti, "--split", "eigen",
              "--save-npy", "--device", device, "--out", str(work / "predictions" / name)], log)
-    return json.loads(scores.read_text())["errors"], curve(run_dir / "log.jsonl")
+    verdict = collapse_verdict(read_jsonl(run_dir / "log.jsonl"))
+    return (json.loads(scores.read_text())["errors"], curve(run_dir / "log.jsonl"),
+            {"collapsed": verdict.collapsed, "left_no_motion_at_step": verdict.left_no_motion_at_step})
 
 
-def transfer_all(budget: Budget, work: Path, device: str) -> tuple[dict, dict, dict]:
+def transfer_all(budget: Budget, work: Path, device: str) -> tuple[dict, dict, dict, dict]:
     """Every init x training fraction x seed, `parallel_runs` at a time. Returns the errors
-    {'init@fraction': {seed: errors}}, the first seed's loss curves and its prediction folders (all data)."""
+    {'init@fraction': {seed: errors}}, the first seed's loss curves, its prediction folders (all data) and
+    the collapse verdicts {'init@fraction': {seed: verdict}}."""
     inits = {"geopt": f"geopt:{work / 'backbone.pth'}", "scratch": "scratch"}
     if imagenet_cached():
         inits["imagenet"] = "imagenet"
@@ -312,16 +328,17 @@ def transfer_all(budget: Budget, work: Path, device: str) -> tuple[dict, dict, d
     log_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(budget.parallel_runs) as pool:
         outcomes = pool.map(lambda job: transfer_and_evaluate(budget, work, log_dir, device, *job), jobs)
-        per_seed, curves = {}, {}
-        for (name, _, fraction, seed), (errors, loss) in zip(jobs, outcomes):
+        per_seed, curves, collapse = {}, {}, {}
+        for (name, _, fraction, seed), (errors, loss, verdict) in zip(jobs, outcomes):
             per_seed.setdefault(f"{name}@{fraction}", {})[seed] = errors
+            collapse.setdefault(f"{name}@{fraction}", {})[seed] = verdict
             if seed == budget.seeds[0]:
                 curves[f"{name}@{fraction}"] = loss
-    return per_seed, curves, {name: work / "predictions" / name for name in inits}
+    return per_seed, curves, {name: work / "predictions" / name for name in inits}, collapse
 
 
-def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_seed: dict, flow: dict,
-                 minutes: dict) -> str:
+def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_seed: dict, collapse: dict,
+                 flow: dict, minutes: dict) -> str:
     """results.md (table, gains, the pretraining's EPE line, times, pictures) and results.json; returns the
     markdown."""
     means = {name: mean_over_seeds(runs) for name, runs in per_seed.items()}
@@ -351,7 +368,7 @@ def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_s
         *([] if budget.cuda or budget_name == "full" else [
             "- This budget makes no claim. Where the seed's claim stands, and the GPU command that tests it "
             "(`--budget gpu`): README.md, section 'Results on the world'."]), "",
-        table(per_seed), "",
+        table(per_seed, collapse), "",
         f"Budget: {budget.videos} mined videos of {budget.video_s:.0f} s, pretraining {budget.pretrain_steps} steps at "
         f"{budget.pretrain_size} (batch {budget.pretrain_batch_size}), depth transfer (M mode) "
         f"{budget.transfer_steps} steps per run at {budget.size} (batch {budget.batch_size}), seeds "
@@ -365,7 +382,7 @@ def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_s
     write_json_atomic(out / "results.json", {
         "command": f"python bench/geopt_vs_scratch.py{FLAGS[budget_name]}", "budget_name": budget_name,
         "budget": asdict(budget), "date": date, "cpu_count": os.cpu_count(), "device": device, "errors": means,
-        "errors_per_seed": per_seed, "pretrain_val_epe_px": epe, "zero_flow_epe_px": flow["zero_epe"],
+        "errors_per_seed": per_seed, "collapse_per_seed": collapse, "pretrain_val_epe_px": epe, "zero_flow_epe_px": flow["zero_epe"],
         "minutes": minutes})
     return report
 
@@ -405,14 +422,14 @@ def main() -> None:
         phase_started = time.perf_counter()
         marks[phase] = (do(), (time.perf_counter() - phase_started) / 60)
     flow = marks["pretrain"][0]
-    per_seed, curves, predictions = marks["transfer"][0]
+    per_seed, curves, predictions, collapse = marks["transfer"][0]
     minutes = {phase: value[1] for phase, value in marks.items()}
     minutes["total"] = (time.perf_counter() - started) / 60
     plot_curves(curves, out / "learning_curves.png", "depth transfer training loss")
     plot_curves({"pretraining": [(s, e / flow["zero_epe"]) for s, e in flow["epe"]]}, out / "pretraining_epe.png",
                 "pretraining validation EPE / zero-flow EPE", reference=1.0)
     depth_figure(work / "kitti", predictions, out / "depth_examples.png")
-    print(write_report(budget, args.budget, args.device, out, per_seed, flow, minutes))
+    print(write_report(budget, args.budget, args.device, out, per_seed, collapse, flow, minutes))
 
 
 if __name__ == "__main__":
