@@ -10,6 +10,12 @@ pixel leaving the view charged a flat 0.1) and today's (charged at least its err
   heights down, out of view: what a net that has not yet found the far matches can learn instead.
 A loss under which "thrown out" beats "no motion" rewards the degenerate flow. Its EPE (mean pixel distance
 to the true flow) is what the GPU runs of issue 14 saw: several times the zero-flow score.
+
+    python bench/flow_loss_landscape.py --along-truth   # ~1 min: each bench/flow_learning.py variant's loss
+
+With --along-truth it scores the true flow scaled by 0, 0.25, ... 1.25 (every scale, area-downsampled)
+under each loss variant of `bench/flow_learning.py`, as a share of the loss of no motion, at 192x64 and
+5 Hz and at 640x192 and 10 Hz: does the loss fall all the way to the truth, and how steeply?
 """
 import sys
 import tempfile
@@ -19,6 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from training.flow.data import DataConfig, val_loader  # noqa: E402
 from training.flow.loss import FlowLossConfig, flow_loss  # noqa: E402
@@ -39,7 +46,38 @@ def pairs(size: tuple[int, int], folder: Path) -> tuple[torch.Tensor, torch.Tens
     return target.float() / 255, source.float() / 255, flow
 
 
+def along_the_truth(folder: Path) -> None:
+    """Loss of the scaled true flow per variant, relative to no motion, and the share of pixels excluded
+    (out of view) at the truth."""
+    import torch.nn.functional as F
+    from flow_learning import VARIANTS  # bench/, this script's folder
+
+    scales = (0, 0.25, 0.5, 0.75, 1.0, 1.25)
+    for width, height, rate_hz in ((192, 64, 5.0), (640, 192, 10.0)):
+        shards = folder / f"{width}x{height}@{rate_hz:g}"
+        write_world_shards(shards, drives=2, samples=6, first_seed=7000, width_px=width, height_px=height,
+                           frame_rate_hz=rate_hz, workers=2)
+        target, source, flow, _ = next(iter(val_loader(DataConfig(shards=str(shards), width_px=width,
+                                                                  height_px=height, batch_size=12, workers=0))))
+        target, source = target.float() / 255, source.float() / 255
+        print(f"{width}x{height} at {rate_hz:g} Hz (true flow {float(flow.norm(dim=1).mean()):.1f} px): loss of the "
+              "true flow x " + ", ".join(f"{k:g}" for k in scales) + " / loss of no motion", flush=True)
+        pyramid = {level: F.interpolate(flow, scale_factor=0.5**level, mode="area") if level else flow
+                   for level in range(4)}
+        for name, variant in VARIANTS.items():
+            if variant.half_size_share or variant.short_gap_share or not variant.film_starts_identity:
+                continue  # the same loss as another row
+            scored = [flow_loss(target, source, {lv: f * k for lv, f in pyramid.items()}, None, variant.loss)
+                      for k in scales]
+            print(f"  {name:>24}: " + "  ".join(f"{float(s['loss'] / scored[0]['loss']):.3f}" for s in scored)
+                  + f"   excluded at the truth {float(scored[4]['excluded']):.0%}", flush=True)
+
+
 def main() -> None:
+    if "--along-truth" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory() as tmp:
+            along_the_truth(Path(tmp))
+        return
     print(f"{'size':>9} {'loss':>24} {'true flow':>10} {'no motion':>10} " + " ".join(
         f"{'thrown out >' + str(t):>16}" for t in THRESHOLDS) + "   EPE px: no motion / thrown out >0.2")
     with tempfile.TemporaryDirectory() as tmp:

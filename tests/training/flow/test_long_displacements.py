@@ -12,6 +12,7 @@ import torch
 from formats.shard_schema import decode_sample_frames
 from training.flow.data import DataConfig, PairAugment
 from training.flow.loss import census_error, edge_aware_smoothness, second_order_smoothness
+from training.flow.model import GeoPtFlowModel
 from training.flow.pretrain import PretrainConfig, PretrainTask, pretrain
 from training.photometric import warp_by_flow
 from training.shard_stream import samples_from_shards
@@ -121,3 +122,18 @@ def test_the_flow_bench_says_when_a_size_and_rate_give_less_than_a_batch(tmp_pat
     assert done.stderr.strip().splitlines()[-1] == (
         "128x64 at 5 Hz gives 1 training samples, fewer than one batch of 4: give more --drives/--samples or "
         "--videos/--video-s")
+
+
+def test_the_motion_encoder_gets_no_gradient_at_the_start_unless_the_modulation_starts_random():
+    """Why `film_starts_identity` is an option: zero-initialised scale-and-shift layers leave the motion
+    encoder without gradient at the first step."""
+    target, source = torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128)
+
+    def motion_gradient(starts_identity: bool) -> float:
+        torch.manual_seed(0)
+        model = GeoPtFlowModel(film_starts_identity=starts_identity)
+        sum(flow.abs().mean() for flow in model(target, source).values()).backward()
+        return float(sum(p.grad.abs().sum() for p in model.motion.parameters()))
+
+    assert motion_gradient(True) == 0.0
+    assert motion_gradient(False) > 0.0
