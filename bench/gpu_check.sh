@@ -103,9 +103,14 @@ case "$CHECK" in
         [ -d "$KIT/whl" ] || prepare
         gpu_like_python
         setup_there
-        SIZES=128x64,192x64 FLOW_STEPS=4,3 BATCH=2 VIDEOS=2 VIDEO_S=3 WORKERS=1 flow
-        BUDGET=tiny DEVICE=cpu claim
-        SIZE=128x64 BATCHES=2 VARIANTS=default STEPS=4 WORKERS=1 LEARN_STEPS=6 BATCH=2 DRIVES=2 LEARN_WORKERS=1 speed
-        MD2_STEPS=6 MD2_BATCH=2 WORKERS=1 md2 ;;
+        for check in ${SMOKE_CHECKS:-flow claim speed md2}; do  # e.g. SMOKE_CHECKS=flow for one
+            case "$check" in
+                flow) SIZES=128x64,192x64 FLOW_STEPS=4,3 BATCH=2 VIDEOS=2 VIDEO_S=3 WORKERS=1 flow ;;
+                claim) BUDGET=tiny DEVICE=cpu claim ;;
+                speed) SIZE=128x64 BATCHES=2 VARIANTS=default STEPS=4 WORKERS=1 LEARN_STEPS=6 BATCH=2 DRIVES=2 \
+                       LEARN_WORKERS=1 speed ;;
+                md2) MD2_STEPS=6 MD2_BATCH=2 WORKERS=1 md2 ;;
+            esac
+        done ;;
     *) echo "unknown check $CHECK: prepare, flow, claim, speed, md2 or smoke" >&2; exit 2 ;;
 esac
