@@ -3,6 +3,7 @@
     python bench/transfer_collapse.py                          # 8 seeds x 2 inits x 2 recipes, ~35 min on 2 idle cores
     python bench/transfer_collapse.py --backbone backbone.pth  # from a GeoPt backbone you made (skips pretraining)
     python bench/transfer_collapse.py --seeds 1 --steps 6 --pretrain-steps 4   # smoke, a few minutes
+    python bench/transfer_collapse.py --resume                 # keeps the finished runs of a stopped one
 
 Issue 22: on the H200, three of four short M transfers ended where the pose network predicts no motion
 (`training.depth.collapse`), and the seed decided which init "won". This runs every seed from scratch and
@@ -86,9 +87,13 @@ def make_backbone(setup: Setup, work: Path, log: Path) -> Path:
 
 
 def transfer_run(setup: Setup, work: Path, kitti: Path, backbone: Path, init: str, recipe: str, seed: int) -> dict:
-    """One transfer and its evaluation; returns its row: Abs Rel, final kept share, collapse, minutes."""
+    """One transfer and its evaluation; returns its row: Abs Rel, final kept share, collapse, minutes. A run
+    whose row.json exists (finished before a `--resume`) is not run again."""
     name = f"{init}_{recipe}_seed{seed}"
     run_dir, log = work / "runs" / name, work / "logs" / f"{name}.log"
+    if (run_dir / "row.json").is_file():
+        return json.loads((run_dir / "row.json").read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run stopped half-way starts again
     started = time.perf_counter()
     run(["training.cli", "transfer", "--data", f"kitti:{kitti}", "--mode", "M", "--run-dir", str(run_dir),
          "--init", "scratch" if init == "scratch" else f"geopt:{backbone}", *setup.recipe_options(recipe),
@@ -99,11 +104,13 @@ def transfer_run(setup: Setup, work: Path, kitti: Path, backbone: Path, init: st
     run(["training.cli", "evaluate", "--data", f"kitti:{kitti}", "--split", "eigen", "--ckpt",
          str(run_dir / "last.pt"), "--device", "cpu", "--out", str(scores)], log, env={"OMP_NUM_THREADS": "1"})
     verdict = collapse_verdict(read_jsonl(run_dir / "log.jsonl"))
-    return {"init": init, "recipe": recipe, "seed": seed, "abs_rel": json.loads(scores.read_text())["errors"]["abs_rel"],
+    row = {"init": init, "recipe": recipe, "seed": seed, "abs_rel": json.loads(scores.read_text())["errors"]["abs_rel"],
             "kept_share": verdict.kept_share, "translation": verdict.translation,
             "disparity_spread": verdict.disparity_spread, "collapsed": verdict.collapsed,
             "left_no_motion_at_step": verdict.left_no_motion_at_step,
             "minutes": (time.perf_counter() - started) / 60}
+    write_json_atomic(run_dir / "row.json", row)
+    return row
 
 
 def arm_summary(rows: list[dict]) -> dict:
@@ -131,7 +138,7 @@ def tables(rows: list[dict], arms: dict[str, dict]) -> str:
     for r in rows:
         lines.append(f"| {r['init']} | {r['recipe']} | {r['seed']} | {r['abs_rel']:.3f} | {r['kept_share']:.2f} | "
                      f"{number(r['translation'], 4)} | {r['disparity_spread']:.3f} | "
-                     f"{'yes' if r['collapsed'] else 'no'} | {r['left_no_motion_at_step'] or '-'} | {r['minutes']:.1f} |")
+                     f"{'yes' if r['collapsed'] else 'no'} | {r['left_no_motion_at_step'] or '-'} | {number(r['minutes'], 1)} |")
     return "\n".join(lines)
 
 
@@ -139,7 +146,7 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
     """The command that reproduces this run: the options that differ from their defaults, but --work/--out."""
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                     if k not in ("work", "out") and v != parser.get_default(k))
-    return f"python bench/transfer_collapse.py{flags}"
+    return f"python bench/transfer_collapse.py{flags}".replace(" --resume True", "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "transfer_collapse",
                         help="working folder, emptied first (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="results.md and results.json (default: WORK)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep WORK's world, backbone and finished runs (same options as the stopped run)")
     return parser
 
 
@@ -167,12 +176,19 @@ def main() -> None:
     work, out = args.work, args.out or args.work
     if work.exists() and any(work.iterdir()) and not (work / "commands.log").is_file():
         sys.exit(f"{work} holds files this bench did not make; choose another --work")
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "logs").mkdir(parents=True)
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     log, started = work / "commands.log", time.perf_counter()
-    kitti = make_kitti(setup, work, log)
-    backbone = args.backbone.resolve() if args.backbone else make_backbone(setup, work, log)
+    resumed = args.resume and (work / "kitti" / "splits").is_dir()
+    kitti = work / "kitti" if resumed else make_kitti(setup, work, log)
+    if args.backbone:
+        backbone = args.backbone.resolve()
+    elif args.resume and (work / "backbone.pth").is_file():
+        backbone = work / "backbone.pth"
+    else:
+        backbone = make_backbone(setup, work, log)
     prepared_min = (time.perf_counter() - started) / 60
     jobs = [(init, recipe, seed) for seed in range(setup.seeds) for recipe in RECIPES for init in INITS]
     with ThreadPoolExecutor(setup.jobs) as pool:
