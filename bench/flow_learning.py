@@ -48,6 +48,8 @@ class Variant:
     """Share of the steps trained on neighbouring frames before pairs two frames apart (twice the rate)."""
     film_starts_identity: bool = True
     """`PretrainConfig.film_starts_identity`."""
+    coarse_to_fine: bool = False
+    """`PretrainConfig.coarse_to_fine`."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -61,6 +63,8 @@ VARIANTS = {
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
     "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
     "pyramid_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2),
+    "pyramid_c2f": Variant(FlowLossConfig(pyramid=True), coarse_to_fine=True),
+    "pyramid_c2f_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2, coarse_to_fine=True),
     "res_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, half_size_share=1 / 3),  # sizes of at least 128x128
     "gap_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, short_gap_share=1 / 3),
 }
@@ -69,8 +73,10 @@ flat 0.1); `upsampled` the default until 2026-12-04 (every scale's flow upsample
 there); `pyramid` scores coarse scales on downsampled images; `default` is today's `FlowLossConfig()`; `census` compares census transforms instead of SSIM + L1; `smooth2` takes second-order
 smoothness at 1/4 size instead of first-order at every scale; the curricula start at half size, or on
 pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart);
-`film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero."""
-KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric")
+`film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero;
+`c2f` adds each coarser scale's flow, upsampled, to the next finer scale's."""
+KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric", "val/epe_px_s1",
+        "val/epe_px_s2", "val/epe_px_s3")
 
 
 def train_variant(name: str, config: PretrainConfig, threads: int) -> dict:
@@ -208,7 +214,7 @@ def main() -> None:
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,
                     device=args.device, lr=args.lr, loss=variant.loss,
                     half_size_steps=round(variant.half_size_share * run_steps),
-                    film_starts_identity=variant.film_starts_identity)
+                    film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,
@@ -230,7 +236,9 @@ def main() -> None:
               + ", ".join(str(s) for s, _ in epe) + "; EPE/zero " + " -> ".join(f"{e / zero[size]:.2f}" for _, e in epe)
               + f"; last: EPE/zero {last['val/epe_px'] / zero[size]:.2f}, flow "
               f"{last['val/flow_px']:.1f} px vs true {last['val/true_flow_px']:.1f}, excluded "
-              f"{last['val/excluded']:.1%}; 0.5x zero flow at step {run_['steps_to_half_zero']} "
+              f"{last['val/excluded']:.1%}; coarse scales 1/2, 1/4, 1/8 upsampled: EPE/zero "
+              + ", ".join(f"{last[f'val/epe_px_s{s}'] / zero[size]:.2f}" for s in (1, 2, 3) if f"val/epe_px_s{s}" in last)
+              + f"; 0.5x zero flow at step {run_['steps_to_half_zero']} "
               f"({run_['minutes']:.1f} min)", flush=True)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     (args.out / "flow_learning.json").write_text(json.dumps({"settings": settings, "zero_flow_epe_px": zero,

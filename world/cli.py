@@ -124,9 +124,12 @@ def render(out_dir, videos, seed, duration_s, fps, cuts, stop_s, size, content_h
               help="Seed of drive 0; drive i uses seed + i.")
 @click.option("--test-stride", type=click.IntRange(1), default=3, show_default=True,
               help="Every n-th frame of a test drive goes into the test split.")
+@click.option("--test-kind", type=click.Choice(["street", "highway"]), default="street", show_default=True,
+              help="Kind of the test drives (training drives are streets): highway tests generalisation to scenes "
+                   "never seen in training.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes rendering drives side by side (the tree is the same whatever the number).")
-def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed, test_stride, workers):
+def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed, test_stride, test_kind, workers):
     """Write stereo drives in KITTI raw's exact layout with velodyne scans, calibration, Monodepth2 split
     files and gt_depths.npz, so code written for real KITTI runs on it unchanged. Reruns resume."""
     from world.kitti_export import KittiExportSpec, export_kitti
@@ -134,7 +137,7 @@ def kitti(out_dir, train_drives, test_drives, frames_per_drive, size, first_seed
     width, height = _size(size)
     _writable_dir(out_dir)
     spec = KittiExportSpec(out_dir, train_drives, test_drives, frames_per_drive, width, height, first_seed,
-                           test_stride=test_stride)
+                           test_stride=test_stride, test_kind=test_kind)
     with tqdm(total=(train_drives + test_drives) * frames_per_drive, unit="frame", desc="kitti") as bar:
         truth = export_kitti(spec, bar.update, workers)
     sizes = truth["split_sizes"]

@@ -58,6 +58,9 @@ class KittiExportSpec:
     test_stride: int = 3
     stop_in_first_drive: bool = True
     """A few seconds standing still in drive 0, as KITTI drives have."""
+    test_kind: str = "street"
+    """Kind of the test drives (`world.drive.DRIVE_KINDS`): "highway" makes a test of generalisation to
+    scenes never seen in training, as the seed tests KITTI-trained nets on Cityscapes."""
 
     def __post_init__(self):
         PinholeCamera.kitti_like(self.width_px, self.height_px)
@@ -65,6 +68,8 @@ class KittiExportSpec:
             raise ValueError("need at least one train drive and one test drive")
         if self.frames_per_drive < 3:
             raise ValueError("a drive needs at least 3 frames (Monodepth2 uses frames -1, 0, +1)")
+        if self.test_kind not in ("street", "highway"):
+            raise ValueError(f"test drives are street or highway drives, got {self.test_kind!r}")
 
 
 def drive_folder(index: int) -> str:
@@ -129,7 +134,9 @@ def _render_drive(spec: KittiExportSpec, d: int) -> dict:
     duration_s = spec.frames_per_drive / FRAME_RATE_HZ
     seed = spec.first_seed + d
     stops = ((0.3 * duration_s, 0.2 * duration_s),) if d == 0 and spec.stop_in_first_drive else ()
-    drive = Drive(DriveSpec(seed=seed, duration_s=duration_s + (stops[0][1] if stops else 0.0), stops=stops))
+    kind = "street" if d < spec.train_drives else spec.test_kind
+    drive = Drive(DriveSpec(seed=seed, duration_s=duration_s + (stops[0][1] if stops else 0.0), stops=stops,
+                            kind=kind))
     folder = drive_folder(d)
     drive_dir = root / folder
     times_s = np.arange(spec.frames_per_drive) / FRAME_RATE_HZ
@@ -148,7 +155,8 @@ def _render_drive(spec: KittiExportSpec, d: int) -> dict:
             _write_png(paths[1], right_rgb)
             write_bytes_atomic(paths[2], velodyne_scan(frame.depth_m, camera).tobytes())
     return {"folder": folder, "seed": seed, "duration_s": drive.spec.duration_s, "stops": list(stops),
-            "times_s": times_s.tolist(), "poses": poses.tolist(), "split": "train" if d < spec.train_drives else "test"}
+            "times_s": times_s.tolist(), "poses": poses.tolist(), "split": "train" if d < spec.train_drives else "test",
+            "kind": kind}
 
 
 def export_kitti(spec: KittiExportSpec, progress: Callable[[int], None] | None = None, workers: int = 1) -> dict:

@@ -73,3 +73,18 @@ def test_truth_file_names_every_drive(small_kitti):
     on_disk = json.loads((root / "world_truth.json").read_text())
     assert [d["folder"] for d in on_disk["drives"]] == [d["folder"] for d in truth["drives"]]
     assert on_disk["split_sizes"]["test"] == 3
+
+
+def test_highway_test_drives_test_generalisation_on_scenes_never_trained_on(tmp_path):
+    """--test-kind highway: the training drive stays a street; the test drives are highways (25-33 m/s, so
+    2.5-3.3 m between frames at 10 Hz, where a street drives at most 1.5 m), and the truth file says so."""
+    from world.kitti_export import KittiExportSpec, export_kitti
+
+    truth = export_kitti(KittiExportSpec(tmp_path, train_drives=1, test_drives=1, frames_per_drive=3, width_px=160,
+                                         height_px=48, stop_in_first_drive=False, test_kind="highway"))
+    steps_m = {d["kind"]: np.linalg.norm(np.diff(np.array(d["poses"])[:, :3, 3], axis=0), axis=1)
+               for d in truth["drives"]}
+    assert set(steps_m) == {"street", "highway"}
+    assert steps_m["street"].max() <= 1.5 + 1e-6
+    assert steps_m["highway"].min() >= 2.4
+    assert read_split_file(tmp_path / "splits/eigen/test_files.txt")

@@ -66,6 +66,9 @@ from training.options import loop_options, size_callback
 @click.option("--pyramid/--no-pyramid", default=FlowLossConfig.pyramid, show_default=True,
               help="Score each scale's flow on the frames downsampled to that scale (long displacements become a few "
                    "pixels there), or upsample every scale's flow to full size first (Monodepth2's way for depth).")
+@click.option("--coarse-to-fine/--no-coarse-to-fine", default=PretrainConfig.coarse_to_fine, show_default=True,
+              help="Each scale's flow adds the coarser scale's flow, upsampled: the fine scales only refine the long "
+                   "motion the coarse scales find.")
 @click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
               help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
                    "move half as far). The size must be a multiple of 64 each way and at least 128x128.")

@@ -35,10 +35,17 @@ class MotionEncoder(nn.Module):
 
 
 class FlowDecoder(nn.Module):
-    """U-Net decoder over the structure features, each level scaled and shifted by the motion code (FiLM)."""
+    """U-Net decoder over the structure features, each level scaled and shifted by the motion code (FiLM).
 
-    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, film_starts_identity: bool = True):
+    With `coarse_to_fine`, each scale's flow is the coarser scale's flow upsampled plus this scale's head:
+    the finer heads only refine, within the few pixels their own images can resolve, a motion the coarse
+    scales found where it is a pixel or two long (PWC-Net's and UFlow's accumulated flow, without their
+    cost volume: this decoder never sees the source frame)."""
+
+    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, film_starts_identity: bool = True,
+                 coarse_to_fine: bool = False):
         super().__init__()
+        self.coarse_to_fine = coarse_to_fine
         self.widths = [16, 32, 64, 128, 256]
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
@@ -67,18 +74,23 @@ class FlowDecoder(nn.Module):
             gamma, beta = self.film[i](code).chunk(2, dim=1)
             x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
             if level in SCALES:
-                flows[level] = self.heads[str(level)](x) * FLOW_SCALE_PX
+                flow = self.heads[str(level)](x) * FLOW_SCALE_PX
+                if self.coarse_to_fine and level + 1 in flows:  # flow in input pixels: resizing keeps its values
+                    flow = flow + F.interpolate(flows[level + 1], size=flow.shape[-2:], mode="bilinear",
+                                                align_corners=False)
+                flows[level] = flow
         return flows
 
 
 class GeoPtFlowModel(nn.Module):
     """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source."""
 
-    def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True):
+    def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True,
+                 coarse_to_fine: bool = False):
         super().__init__()
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
-        self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity)
+        self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
         return self.decoder(self.structure(target), self.motion(target, source))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import flow_to_image
 
+from training.backbone import SCALES
 from training.checkpoints import PRETRAINING
 from training.flow.data import DataConfig, train_loader, val_loader
 from training.flow.loss import FlowLossConfig, flow_loss
@@ -40,6 +41,8 @@ class PretrainConfig(LoopConfig):
     """Zero-initialise the layers that turn the motion code into each decoder level's scale and shift, so
     the decoder starts unmodulated. Then no gradient reaches the motion encoder until those layers have
     grown, and without the code the best flow for an image is the mean over both directions: zero."""
+    coarse_to_fine: bool = False
+    """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`)."""
     steps: int = 20000
     lr: float = 2e-4
     """Peak learning rate for a global batch of `lr_reference_batch`; scaled linearly with the real one."""
@@ -91,19 +94,22 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
     # one loss over the doubled batch: the mean of both directions (their visible pixels are the same)
     out = flow_loss(torch.cat([target, source]), torch.cat([source, target]), flows, swapped, config.loss, visible)
     return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")},
-            "flow": flows[0][:b].detach(), "warped": out["warped"][:b], "mask": out["mask"][:b]}
+            "flow": flows[0][:b].detach(), "flows": {s: f[:b].detach() for s, f in flows.items()},
+            "warped": out["warped"][:b], "mask": out["mask"][:b]}
 
 
 @torch.no_grad()
 def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     """Over (up to) `val_batches` validation batches: the masked photometric error and the share of pixels
     the loss excluded; where batches carry the true flow (world shards), the end-point error (mean pixel
-    distance to the true flow) and the mean predicted and true flow lengths, in pixels. A net that
+    distance to the true flow) and the mean predicted and true flow lengths, in pixels, and each coarser
+    scale's EPE with its flow upsampled to full size ('epe_px_s1'...: which scale limits). A net that
     satisfies the loss without learning motion shows here: EPE above the zero-flow score, predicted flow
     far longer than the truth, many pixels excluded."""
     model.eval()
     loader = val_loader(replace(config.data, shards=config.val_shards))
     sums = {"photometric": 0.0, "excluded": 0.0, "epe_px": 0.0, "flow_px": 0.0, "true_flow_px": 0.0}
+    sums.update({f"epe_px_s{s}": 0.0 for s in SCALES[1:]})
     count = flow_count = 0
     for i, (target, source, true_flow, visible) in enumerate(loader):
         if i >= config.val_batches:
@@ -119,11 +125,15 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
             sums["epe_px"] += float((flow - true_flow).norm(dim=1).mean()) * n
             sums["flow_px"] += float(flow.norm(dim=1).mean()) * n
             sums["true_flow_px"] += float(true_flow.norm(dim=1).mean()) * n
+            for scale in SCALES[1:]:
+                coarse = F.interpolate(out["flows"][scale].float(), size=true_flow.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+                sums[f"epe_px_s{scale}"] += float((coarse - true_flow).norm(dim=1).mean()) * n
             flow_count += n
     model.train()
     scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count) for k in ("photometric", "excluded")}}
     if flow_count:
-        scores.update({f"val/{k}": sums[k] / flow_count for k in ("epe_px", "flow_px", "true_flow_px")})
+        scores.update({f"val/{k}": sums[k] / flow_count for k in sums if k.startswith(("epe", "flow", "true"))})
     return scores
 
 
@@ -143,8 +153,8 @@ class PretrainTask(Task):
         self.source_counts = torch.zeros(0)
 
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
-        return GeoPtFlowModel(self.config.arch, self.config.motion_dim,
-                              self.config.film_starts_identity).to(runtime.device)
+        return GeoPtFlowModel(self.config.arch, self.config.motion_dim, self.config.film_starts_identity,
+                              self.config.coarse_to_fine).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size

@@ -137,3 +137,24 @@ def test_the_motion_encoder_gets_no_gradient_at_the_start_unless_the_modulation_
 
     assert motion_gradient(True) == 0.0
     assert motion_gradient(False) > 0.0
+
+
+def test_coarse_to_fine_hands_the_coarse_scales_motion_to_the_full_size_flow():
+    """With `coarse_to_fine` a motion found at 1/8 size reaches the full-size flow the net is judged by,
+    even when the finer heads add nothing; without it the full-size head must find it alone."""
+    target, source = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+
+    def flows(coarse_to_fine: bool) -> dict:
+        torch.manual_seed(0)
+        model = GeoPtFlowModel(coarse_to_fine=coarse_to_fine)
+        with torch.no_grad():
+            for scale, head in model.decoder.heads.items():
+                head.weight.zero_()
+                head.bias.copy_(torch.tensor([0.7, -0.2]) if scale == "3" else torch.zeros(2))
+            return model(target, source)
+
+    accumulated, separate = flows(True), flows(False)
+    for scale in (0, 1, 2, 3):
+        torch.testing.assert_close(accumulated[scale], torch.tensor([7.0, -2.0]).view(1, 2, 1, 1).expand_as(
+            accumulated[scale]))
+    assert separate[0].abs().max() == 0
