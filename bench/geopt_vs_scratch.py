@@ -4,6 +4,8 @@ from scratch (and ImageNet init, when its weights are in the local torch cache) 
     python bench/geopt_vs_scratch.py --budget tiny    # ~2 min on 2 cores: the CI check that the loop closes
     python bench/geopt_vs_scratch.py --quick          # ~10 min on 2 cores, small budget, no claim made
     python bench/geopt_vs_scratch.py --budget medium  # ~1 h on 2 cores: what a CPU machine can afford
+    python bench/geopt_vs_scratch.py --budget verdict # ~75 min on 2 cores: at a size where pretraining learns,
+                                                      # 3 seeds, frozen-encoder probe, highway generalisation
     python bench/geopt_vs_scratch.py --budget gpu     # one GPU command (~9 min on one H200 with 16 cores)
     python bench/geopt_vs_scratch.py                  # the full budget (hours on a CPU)
 
@@ -11,7 +13,9 @@ Every step goes through the user's commands: `geopt-world` renders internet-like
 tree (its test drives are never mined nor trained on), the videos are served on 127.0.0.1 and mined by
 `geopt-mine download` and `shard`, `geopt-train pretrain` + `export` make the GeoPt backbone, `geopt-train
 transfer` (M mode) trains depth from each init with the same budget on all and on 10 % of the training split
-(few-shot), once per seed, and `geopt-train evaluate` scores each on the Eigen-style test split. Runs that do
+(few-shot), once per seed, and `geopt-train evaluate` scores each on the Eigen-style test split (and, where the budget has
+one, on test drives of another kind: the generalisation column). A budget with a probe also trains only the
+depth decoder and pose network on each frozen encoder (`--freeze-encoder`). Runs that do
 not depend on each other run side by side (`Budget.parallel_runs`; a GPU has room for several). Writes the
 table (results.md: the mean over seeds and their spread), every score and timing (results.json), learning
 curves and depth pictures under --out (default docs/) and prints the table.
@@ -64,6 +68,9 @@ class Budget:
     the zero-flow plateau, `bench/flow_learning.py`)."""
     video_size: str = "640x360"
     video_content_height_px: int = 288
+    video_fps: str = "30"
+    """Frame rate the world renders the videos at (`geopt-world render --fps`); mining takes 10 frames a
+    second whatever it is, so 10 renders a third of the frames for the same shards."""
     mine_width_px: int = 640
     kitti_size: str = "640x192"
     seeds: tuple[int, ...] = (0,)
@@ -72,6 +79,14 @@ class Budget:
     """Processes for rendering and mining, and loader processes of pretraining."""
     parallel_runs: int = 1
     """Transfer runs (with their evaluations) going on at once."""
+    pretrain_options: tuple[str, ...] = ()
+    """Further `geopt-train pretrain` options (the loss, e.g. `--coarse-to-fine`)."""
+    transfer_options: tuple[str, ...] = ()
+    """Further `geopt-train transfer` options, the same for every arm (the recipe: `bench/transfer_collapse.py`)."""
+    probe: bool = False
+    """Also a frozen-encoder depth probe of every init on all the data (`--freeze-encoder`)."""
+    generalisation_kind: str | None = None
+    """Also score every run on test drives of this kind (`geopt-world kitti --test-kind`), never trained on."""
     cuda: bool = False
     """Needs a CUDA GPU (exits with one line on a machine without)."""
 
@@ -79,7 +94,8 @@ class Budget:
 TINY = Budget(videos=2, video_s=3.0, pretrain_steps=2, transfer_steps=2, train_drives=2, test_drives=1,
               frames_per_drive=6, size="128x64", pretrain_size="128x64", batch_size=2, pretrain_batch_size=2,
               video_size="320x180", video_content_height_px=144, mine_width_px=256, kitti_size="320x96",
-              seeds=(0, 1), workers=2, parallel_runs=2)
+              seeds=(0, 1), workers=2, parallel_runs=2,
+              transfer_options=("--pose-init", "scratch", "--pose-seed", "0"), probe=True, generalisation_kind="highway")
 QUICK = Budget(videos=3, video_s=8.0, pretrain_steps=50, transfer_steps=30, train_drives=4, test_drives=2,
                frames_per_drive=24)
 MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=500, transfer_steps=120, train_drives=6, test_drives=2,
@@ -89,11 +105,21 @@ GPU = Budget(videos=24, video_s=20.0, pretrain_steps=1500, transfer_steps=500, t
              seeds=(0, 1), workers=14, parallel_runs=8, cuda=True)
 """Sized from the H200 figures of issue 14 (pretraining ~12 steps/s at 640x192 batch 16, transfer ~10
 steps/s at batch 12 alone) to fit one 9-minute GPU command; not yet run on a GPU."""
+VERDICT = Budget(videos=8, video_s=20.0, pretrain_steps=1200, transfer_steps=200, train_drives=4, test_drives=2,
+                 frames_per_drive=30, size="128x64", pretrain_size="192x64", pretrain_batch_size=16,
+                 video_size="480x270", video_content_height_px=216, video_fps="10", mine_width_px=320,
+                 kitti_size="320x96", seeds=(0, 1, 2), workers=2, parallel_runs=2,
+                 transfer_options=("--pose-init", "scratch", "--pose-seed", "0", "--warmup-steps", "30",
+                                   "--automask-after", "60"),
+                 probe=True, generalisation_kind="highway")
+"""Issue 22's closed loop on 2 CPU cores: pretraining at 192x64 and 10 Hz, where the flow is learned
+(`bench/flow_learning.py`), transfers with the stable recipe of `bench/transfer_collapse.py` (the same pose
+network in every arm, warm-up, auto-masking from step 60), 3 seeds, the probe, and highway test drives."""
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
-BUDGETS = {"tiny": TINY, "quick": QUICK, "medium": MEDIUM, "gpu": GPU, "full": FULL}
-FLAGS = {"tiny": " --budget tiny", "quick": " --quick", "medium": " --budget medium", "gpu": " --budget gpu",
-         "full": ""}
+BUDGETS = {"tiny": TINY, "quick": QUICK, "medium": MEDIUM, "verdict": VERDICT, "gpu": GPU, "full": FULL}
+FLAGS = {"tiny": " --budget tiny", "quick": " --quick", "medium": " --budget medium", "verdict": " --budget verdict",
+         "gpu": " --budget gpu", "full": ""}
 
 
 def run(command: list[str], log: Path, env: dict | None = None) -> str:
@@ -227,19 +253,27 @@ def collapse_cells(verdicts: dict[int, dict]) -> str:
     return f"{collapsed}/{len(verdicts)} | {steps}"
 
 
-def table(per_seed: dict[str, dict[int, dict[str, float]]], collapse: dict[str, dict[int, dict]]) -> str:
+def abs_rel_cell(runs: dict[int, dict[str, float]]) -> str:
+    """Mean Abs Rel over seeds, with several seeds ± half the range between them."""
+    values = [errors["abs_rel"] for errors in runs.values()]
+    spread = f" ± {(max(values) - min(values)) / 2:.3f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.3f}{spread}"
+
+
+def table(per_seed: dict[str, dict[int, dict[str, float]]], collapse: dict[str, dict[int, dict]],
+          other: dict[str, dict[int, dict[str, float]]] | None = None, other_kind: str | None = None) -> str:
     """Mean errors over seeds; with several seeds Abs Rel shows ± half the range between them. Then the
-    arm's collapse rate and the step each seed's run left the no-motion state."""
-    lines = ["| init | training data | " + " | ".join(HEADER) + " | collapsed | left no-motion at step |",
-             "|---|---|" + "---|" * (len(HEADER) + 2)]
+    arm's collapse rate and the step each seed's run left the no-motion state, and with `other` the Abs
+    Rel on test drives of `other_kind`, never trained on (generalisation)."""
+    extra = [f"Abs Rel, {other_kind} (never trained on)"] if other else []
+    lines = ["| init | training data | " + " | ".join(HEADER + ("collapsed", "left no-motion at step", *extra)) + " |",
+             "|---|---|" + "---|" * (len(HEADER) + 2 + len(extra))]
     for name, runs in per_seed.items():
         init, fraction = name.split("@")
         mean = mean_over_seeds(runs)
-        cells = [f"{mean[k]:.3f}" for k in ERRORS]
-        if len(runs) > 1:
-            values = [errors["abs_rel"] for errors in runs.values()]
-            cells[0] += f" ± {(max(values) - min(values)) / 2:.3f}"
-        lines.append(f"| {init} | {fraction} | " + " | ".join(cells) + f" | {collapse_cells(collapse[name])} |")
+        cells = [abs_rel_cell(runs)] + [f"{mean[k]:.3f}" for k in ERRORS[1:]]
+        tail = f" {abs_rel_cell(other[name])} |" if other else ""
+        lines.append(f"| {init} | {fraction} | " + " | ".join(cells) + f" | {collapse_cells(collapse[name])} |" + tail)
     return "\n".join(lines)
 
 
@@ -252,8 +286,13 @@ def make_world(budget: Budget, work: Path, log: Path) -> None:
     run(["world.cli", "kitti", "--out", str(work / "kitti"), "--train-drives", str(budget.train_drives),
          "--test-drives", str(budget.test_drives), "--frames", str(budget.frames_per_drive),
          "--size", budget.kitti_size, "--seed", "9000", *workers], log)
+    if budget.generalisation_kind:
+        run(["world.cli", "kitti", "--out", str(work / f"kitti_{budget.generalisation_kind}"), "--train-drives", "1",
+             "--test-drives", str(budget.test_drives), "--frames", str(budget.frames_per_drive), "--size",
+             budget.kitti_size, "--seed", "9500", "--test-kind", budget.generalisation_kind, *workers], log)
     run(["world.cli", "render", "--out", str(work / "videos"), "--videos", str(budget.videos), "--duration",
          str(budget.video_s), "--size", budget.video_size, "--content-height", str(budget.video_content_height_px),
+         "--fps", budget.video_fps,
          "--seed", "100", *workers], log)
     run(["world.cli", "shards", "--out", str(work / "flow_val"), "--drives", "2", "--samples",
          str(max(4, min(20, budget.frames_per_drive // 2))), "--size", budget.pretrain_size, "--seed", "7000",
@@ -281,7 +320,8 @@ def pretrain_backbone(budget: Budget, work: Path, log: Path, device: str) -> dic
          "--run-dir", str(work / "pretrain"), "--steps", str(steps), "--workers", str(min(budget.workers, 12)),
          "--lr", str(budget.pretrain_lr), "--warmup-steps", str(max(1, steps // 20)),
          "--val-shards", str(work / "flow_val"), "--val-every", str(max(1, steps // 5)),
-         "--device", device, "--size", budget.pretrain_size, "--batch-size", str(budget.pretrain_batch_size)], log)
+         "--device", device, "--size", budget.pretrain_size, "--batch-size", str(budget.pretrain_batch_size),
+         *budget.pretrain_options], log)
     run(["training.cli", "export", "--ckpt", str(work / "pretrain" / "last.pt"), "--out", str(work / "backbone.pth")],
         log)
     return {"epe": curve(work / "pretrain" / "log.jsonl", "val/epe_px"),
@@ -290,69 +330,97 @@ def pretrain_backbone(budget: Budget, work: Path, log: Path, device: str) -> dic
 
 
 def transfer_and_evaluate(budget: Budget, work: Path, log_dir: Path, device: str, name: str, init: str,
-                          fraction: str, seed: int) -> tuple[dict, list, dict]:
-    """One `geopt-train transfer` run from `init`, its `evaluate`, and for the first seed on all data the
-    `predict` of the test images into work/predictions/`name`; returns its errors, loss curve and collapse
-    verdict ('collapsed', 'left_no_motion_at_step'). Each run writes its own command log, so runs can go
-    side by side."""
-
-    run_dir = work / "transfer" / f"{name}_{fraction.replace('%', 'pc')}_seed{seed}"
+                          fraction: str, seed: int, probe: bool = False) -> tuple[dict, list, dict, dict | None]:
+    """One `geopt-train transfer` run from `init` (with `probe`, on the frozen encoder), its `evaluate` on the
+    test drives and, where the budget has them, on the test drives of another kind, and for the first seed
+    of a fine-tuned arm on all data the `predict` of the test images into work/predictions/`name`; returns
+    its errors, loss curve, collapse verdict ('collapsed', 'left_no_motion_at_step') and errors on the
+    other kind (None without). Each run writes its own command log, so runs can go side by side."""
+    run_dir = work / "transfer" / f"{name.replace(' ', '_')}_{fraction.replace('%', 'pc')}_seed{seed}"
     log = log_dir / f"{run_dir.name}.log"
     kitti = f"kitti:{work / 'kitti'}"
+    threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // budget.parallel_runs))}
     run(["training.cli", "transfer", "--data", kitti, "--split", "eigen_zhou", "--mode", "M", "--init", init,
          "--run-dir", str(run_dir), "--steps", str(budget.transfer_steps), "--train-fraction",
          str(FRACTIONS[fraction]), "--workers", "1", "--log-every", str(max(1, min(5, budget.transfer_steps // 10))),
-         "--seed", str(seed), "--device", device, "--size", budget.size, "--batch-size", str(budget.batch_size)],
-        log, env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // budget.parallel_runs))})
-    scores = work / f"{run_dir.name}.json"
-    run(["training.cli", "evaluate", "--data", kitti, "--split", "eigen", "--ckpt", str(run_dir / "last.pt"),
-         "--device", device, "--out", str(scores)], log)
-    if fraction == "all" and seed == budget.seeds[0]:
+         "--seed", str(seed), "--device", device, "--size", budget.size, "--batch-size", str(budget.batch_size),
+         *budget.transfer_options, *(["--freeze-encoder"] if probe else [])], log, env=threads)
+    errors = {}
+    trees = {"test": work / "kitti"}
+    if budget.generalisation_kind:
+        trees["other"] = work / f"kitti_{budget.generalisation_kind}"
+    for key, tree in trees.items():
+        scores = work / "scores" / f"{run_dir.name}_{key}.json"
+        scores.parent.mkdir(exist_ok=True)
+        run(["training.cli", "evaluate", "--data", f"kitti:{tree}", "--split", "eigen", "--ckpt",
+             str(run_dir / "last.pt"), "--device", device, "--out", str(scores)], log, env=threads)
+        errors[key] = json.loads(scores.read_text())["errors"]
+    if fraction == "all" and seed == budget.seeds[0] and not probe:
         run(["training.cli", "predict", "--ckpt", str(run_dir / "last.pt"), "--data", kitti, "--split", "eigen",
-             "--save-npy", "--device", device, "--out", str(work / "predictions" / name)], log)
+             "--save-npy", "--device", device, "--out", str(work / "predictions" / name)], log, env=threads)
     verdict = collapse_verdict(read_jsonl(run_dir / "log.jsonl"))
-    return (json.loads(scores.read_text())["errors"], curve(run_dir / "log.jsonl"),
-            {"collapsed": verdict.collapsed, "left_no_motion_at_step": verdict.left_no_motion_at_step})
+    return (errors["test"], curve(run_dir / "log.jsonl"),
+            {"collapsed": verdict.collapsed, "left_no_motion_at_step": verdict.left_no_motion_at_step},
+            errors.get("other"))
 
 
-def transfer_all(budget: Budget, work: Path, device: str) -> tuple[dict, dict, dict, dict]:
-    """Every init x training fraction x seed, `parallel_runs` at a time. Returns the errors
-    {'init@fraction': {seed: errors}}, the first seed's loss curves, its prediction folders (all data) and
-    the collapse verdicts {'init@fraction': {seed: verdict}}."""
+def transfer_all(budget: Budget, work: Path, device: str) -> tuple[dict, dict, dict, dict, dict]:
+    """Every init x training fraction x seed (and with a probe, every init's probe on all data),
+    `parallel_runs` at a time. Returns the errors {'arm@fraction': {seed: errors}} (arms: 'geopt', 'scratch',
+    'imagenet', 'geopt probe', ...), the first seed's loss curves, its prediction folders (all data), the
+    collapse verdicts and the errors on the other kind's test drives (empty without), keyed alike."""
     inits = {"geopt": f"geopt:{work / 'backbone.pth'}", "scratch": "scratch"}
     if imagenet_cached():
         inits["imagenet"] = "imagenet"
-    jobs = [(name, init, fraction, seed) for fraction in FRACTIONS for name, init in inits.items()
+    jobs = [(name, init, fraction, seed, False) for fraction in FRACTIONS for name, init in inits.items()
             for seed in budget.seeds]
+    if budget.probe:
+        jobs += [(f"{name} probe", init, "all", seed, True) for name, init in inits.items() for seed in budget.seeds]
     log_dir = work / "transfer_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(budget.parallel_runs) as pool:
         outcomes = pool.map(lambda job: transfer_and_evaluate(budget, work, log_dir, device, *job), jobs)
-        per_seed, curves, collapse = {}, {}, {}
-        for (name, _, fraction, seed), (errors, loss, verdict) in zip(jobs, outcomes):
-            per_seed.setdefault(f"{name}@{fraction}", {})[seed] = errors
-            collapse.setdefault(f"{name}@{fraction}", {})[seed] = verdict
+        per_seed, curves, collapse, other = {}, {}, {}, {}
+        for (name, _, fraction, seed, _), (errors, loss, verdict, other_errors) in zip(jobs, outcomes):
+            arm = f"{name}@{fraction}"
+            per_seed.setdefault(arm, {})[seed] = errors
+            collapse.setdefault(arm, {})[seed] = verdict
+            if other_errors is not None:
+                other.setdefault(arm, {})[seed] = other_errors
             if seed == budget.seeds[0]:
-                curves[f"{name}@{fraction}"] = loss
-    return per_seed, curves, {name: work / "predictions" / name for name in inits}, collapse
+                curves[arm] = loss
+    return per_seed, curves, {name: work / "predictions" / name for name in inits}, collapse, other
+
+
+def gain_line(per_seed: dict, geopt: str, scratch: str, seeds: tuple[int, ...], what: str) -> str:
+    """'GeoPt vs scratch Abs Rel on WHAT: a vs b (relative gain; per seed ...)' for two arms."""
+    mean = {arm: float(np.mean([per_seed[arm][s]["abs_rel"] for s in seeds])) for arm in (geopt, scratch)}
+    per_seed_gains = [(per_seed[scratch][s]["abs_rel"] - per_seed[geopt][s]["abs_rel"]) / per_seed[scratch][s]["abs_rel"]
+                      for s in seeds]
+    return (f"GeoPt vs scratch Abs Rel {what}: {mean[geopt]:.3f} vs {mean[scratch]:.3f} "
+            f"({(mean[scratch] - mean[geopt]) / mean[scratch]:+.1%}; per seed "
+            + ", ".join(f"{g:+.1%}" for g in per_seed_gains) + ")")
 
 
 def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_seed: dict, collapse: dict,
-                 flow: dict, minutes: dict) -> str:
+                 flow: dict, minutes: dict, other: dict | None = None) -> str:
     """results.md (table, gains, the pretraining's EPE line, times, pictures) and results.json; returns the
     markdown."""
     means = {name: mean_over_seeds(runs) for name, runs in per_seed.items()}
-    gains = []
-    for fraction in FRACTIONS:
-        geopt, scratch = means[f"geopt@{fraction}"]["abs_rel"], means[f"scratch@{fraction}"]["abs_rel"]
-        per_seed_gains = [(per_seed[f"scratch@{fraction}"][s]["abs_rel"] - per_seed[f"geopt@{fraction}"][s]["abs_rel"])
-                          / per_seed[f"scratch@{fraction}"][s]["abs_rel"] for s in budget.seeds]
-        gains.append(f"GeoPt vs scratch Abs Rel on {fraction} of the data: {geopt:.3f} vs {scratch:.3f} "
-                     f"({(scratch - geopt) / scratch:+.1%}; per seed " + ", ".join(f"{g:+.1%}" for g in per_seed_gains)
-                     + ")")
+    other = other or {}
+    gains = [gain_line(per_seed, f"geopt@{fraction}", f"scratch@{fraction}", budget.seeds, f"on {fraction} of the data")
+             for fraction in FRACTIONS]
+    if budget.probe:
+        gains.append(gain_line(per_seed, "geopt probe@all", "scratch probe@all", budget.seeds,
+                               "with the encoder frozen (probe)"))
+    if other:
+        gains.append(gain_line(other, "geopt@all", "scratch@all", budget.seeds,
+                               f"on {budget.generalisation_kind} test drives never trained on (all data)"))
     mode = {"tiny": "--budget tiny (a check that the loop closes: no claim is made from these numbers)",
             "quick": "--quick (small budget: no claim is made from these numbers)",
-            "medium": "--budget medium (about an hour on 2 CPU cores)", "gpu": "--budget gpu (one GPU command)",
+            "medium": "--budget medium (about an hour on 2 CPU cores)",
+            "verdict": "--budget verdict (the closed loop at a size where pretraining learns, 2 CPU cores)",
+            "gpu": "--budget gpu (one GPU command)",
             "full": "full budget"}[budget_name]
     date = time.strftime("%Y-%m-%d")
     epe = flow["epe"]
@@ -365,15 +433,17 @@ def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_s
         f"predicting no motion scores {flow['zero_epe']:.2f} px"
         + (f" (last: {epe[-1][1] / flow['zero_epe']:.2f}x)." if epe else "."),
         *[f"- {g}" for g in gains],
-        *([] if budget.cuda or budget_name == "full" else [
+        *([] if budget.cuda or budget_name in ("full", "verdict") else [
             "- This budget makes no claim. Where the seed's claim stands, and the GPU command that tests it "
             "(`--budget gpu`): README.md, section 'Results on the world'."]), "",
-        table(per_seed, collapse), "",
+        table(per_seed, collapse, other, budget.generalisation_kind), "",
         f"Budget: {budget.videos} mined videos of {budget.video_s:.0f} s, pretraining {budget.pretrain_steps} steps at "
         f"{budget.pretrain_size} (batch {budget.pretrain_batch_size}), depth transfer (M mode) "
         f"{budget.transfer_steps} steps per run at {budget.size} (batch {budget.batch_size}), seeds "
         f"{', '.join(map(str, budget.seeds))}; {budget.train_drives} training drives and {budget.test_drives} unseen "
-        f"test drives of {budget.frames_per_drive} frames.", "",
+        f"test drives of {budget.frames_per_drive} frames"
+        + (f"; every arm's transfer: `{' '.join(budget.transfer_options)}`" if budget.transfer_options else "")
+        + (f"; pretraining: `{' '.join(budget.pretrain_options)}`" if budget.pretrain_options else "") + ".", "",
         "Time: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items() if k != "total")
         + f"; total {minutes['total']:.1f} min.", "",
         "![pretraining](pretraining_epe.png)", "", "![learning curves](learning_curves.png)", "",
@@ -382,7 +452,9 @@ def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_s
     write_json_atomic(out / "results.json", {
         "command": f"python bench/geopt_vs_scratch.py{FLAGS[budget_name]}", "budget_name": budget_name,
         "budget": asdict(budget), "date": date, "cpu_count": os.cpu_count(), "device": device, "errors": means,
-        "errors_per_seed": per_seed, "collapse_per_seed": collapse, "pretrain_val_epe_px": epe, "zero_flow_epe_px": flow["zero_epe"],
+        "errors_per_seed": per_seed, "collapse_per_seed": collapse,
+        "generalisation_kind": budget.generalisation_kind, "generalisation_errors_per_seed": other,
+        "pretrain_val_epe_px": epe, "zero_flow_epe_px": flow["zero_epe"],
         "minutes": minutes})
     return report
 
@@ -391,7 +463,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=BUDGETS, default="full",
                         help="tiny: ~2 min on 2 cores, checks that the loop closes (CI); quick: ~10 min on 2 cores, "
-                             "no claim made; medium: ~1 h on 2 cores; gpu: one GPU command of ~9 min; full: the "
+                             "no claim made; medium: ~1 h on 2 cores; verdict: ~75 min on 2 cores, 3 seeds, probe, "
+                             "generalisation; gpu: one GPU command of ~9 min; full: the "
                              "real run (default: %(default)s)")
     parser.add_argument("--quick", dest="budget", action="store_const", const="quick", help="same as --budget quick")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "experiment",
@@ -422,14 +495,14 @@ def main() -> None:
         phase_started = time.perf_counter()
         marks[phase] = (do(), (time.perf_counter() - phase_started) / 60)
     flow = marks["pretrain"][0]
-    per_seed, curves, predictions, collapse = marks["transfer"][0]
+    per_seed, curves, predictions, collapse, other = marks["transfer"][0]
     minutes = {phase: value[1] for phase, value in marks.items()}
     minutes["total"] = (time.perf_counter() - started) / 60
     plot_curves(curves, out / "learning_curves.png", "depth transfer training loss")
     plot_curves({"pretraining": [(s, e / flow["zero_epe"]) for s, e in flow["epe"]]}, out / "pretraining_epe.png",
                 "pretraining validation EPE / zero-flow EPE", reference=1.0)
     depth_figure(work / "kitti", predictions, out / "depth_examples.png")
-    print(write_report(budget, args.budget, args.device, out, per_seed, collapse, flow, minutes))
+    print(write_report(budget, args.budget, args.device, out, per_seed, collapse, flow, minutes, other))
 
 
 if __name__ == "__main__":

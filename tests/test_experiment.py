@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ("geopt@all", "scratch@all", "geopt@10%", "scratch@10%")
+RUNS = ("geopt@all", "scratch@all", "geopt@10%", "scratch@10%", "geopt probe@all", "scratch probe@all")
 ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log")
 ACCURACIES = ("a1", "a2", "a3")
 
@@ -33,6 +33,7 @@ def test_tiny_experiment_closes_the_loop_with_finite_scores(tmp_path):
 
     rows = [line for line in stdout.splitlines() if line.startswith("| ")]
     assert rows and rows[0].startswith("| init | training data | Abs Rel")
+    assert rows[0].endswith("| Abs Rel, highway (never trained on) |"), rows[0]
     for run in RUNS:
         init, fraction = run.split("@")
         assert any(row.startswith(f"| {init} | {fraction} | ") for row in rows), f"no table row for {run}"
@@ -41,6 +42,8 @@ def test_tiny_experiment_closes_the_loop_with_finite_scores(tmp_path):
 
     results = json.loads((report / "results.json").read_text())
     assert set(RUNS) <= set(results["errors"])
+    assert set(results["generalisation_errors_per_seed"]) == set(results["errors"])
+    assert "GeoPt vs scratch Abs Rel with the encoder frozen (probe)" in stdout
     for run, scores in results["errors"].items():
         assert all(math.isfinite(v) for v in scores.values()), f"{run}: {scores}"
         assert scores["abs_rel"] > 0 and all(scores[k] >= 0 for k in ERRORS), f"{run}: {scores}"
