@@ -95,9 +95,10 @@ TINY = Budget(videos=2, video_s=3.0, pretrain_steps=2, transfer_steps=2, train_d
               frames_per_drive=6, size="128x64", pretrain_size="128x64", batch_size=2, pretrain_batch_size=2,
               video_size="320x180", video_content_height_px=144, mine_width_px=256, kitti_size="320x96",
               seeds=(0, 1), workers=2, parallel_runs=2,
-              transfer_options=("--pose-init", "scratch", "--pose-seed", "0"), probe=True, generalisation_kind="highway")
-QUICK = Budget(videos=3, video_s=8.0, pretrain_steps=50, transfer_steps=30, train_drives=4, test_drives=2,
-               frames_per_drive=24)
+              transfer_options=("--recipe", "stable"), probe=True, generalisation_kind="highway")
+QUICK = Budget(videos=3, video_s=8.0, pretrain_steps=50, transfer_steps=80, train_drives=4, test_drives=2,
+               frames_per_drive=24, size="192x64", transfer_options=("--recipe", "stable"))
+"""`./geopt demo`: transfers long enough, with the stable recipe, to show depth a person recognises."""
 MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=500, transfer_steps=120, train_drives=6, test_drives=2,
                 frames_per_drive=40, video_size="480x270", video_content_height_px=216, mine_width_px=320)
 GPU = Budget(videos=24, video_s=20.0, pretrain_steps=1500, transfer_steps=500, train_drives=16, test_drives=4,
@@ -109,12 +110,11 @@ VERDICT = Budget(videos=8, video_s=20.0, pretrain_steps=1200, transfer_steps=200
                  frames_per_drive=30, size="128x64", pretrain_size="192x64", pretrain_batch_size=16,
                  video_size="480x270", video_content_height_px=216, video_fps="10", mine_width_px=320,
                  kitti_size="320x96", seeds=(0, 1, 2), workers=2, parallel_runs=2,
-                 transfer_options=("--pose-init", "scratch", "--pose-seed", "0", "--warmup-steps", "30",
-                                   "--automask-after", "60"),
+                 transfer_options=("--recipe", "stable"),
                  probe=True, generalisation_kind="highway")
 """Issue 22's closed loop on 2 CPU cores: pretraining at 192x64 and 10 Hz, where the flow is learned
-(`bench/flow_learning.py`), transfers with the stable recipe of `bench/transfer_collapse.py` (the same pose
-network in every arm, warm-up, auto-masking from step 60), 3 seeds, the probe, and highway test drives."""
+(`bench/flow_learning.py`), transfers with the stable recipe (`geopt-train transfer --recipe stable`: the same
+pose network in every arm, warm-up, auto-masking from step 60), 3 seeds, the probe, and highway test drives."""
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
 BUDGETS = {"tiny": TINY, "quick": QUICK, "medium": MEDIUM, "verdict": VERDICT, "gpu": GPU, "full": FULL}

@@ -53,12 +53,10 @@ class Setup:
 
     def recipe_options(self, recipe: str) -> list[str]:
         """`geopt-train transfer` options of a recipe: 'monodepth2' (its defaults: the pose network from
-        --init and --seed, no warm-up, auto-masking from step 1) or 'stable' (one pose network for every
-        seed and init, warm-up over the first 15 % of the steps, no auto-masking for the first 30 %)."""
-        if recipe == "monodepth2":
-            return []
-        return ["--pose-init", "scratch", "--pose-seed", "0", "--warmup-steps", str(max(1, self.steps * 15 // 100)),
-                "--automask-after", str(self.steps * 30 // 100)]
+        --init and --seed, no warm-up, auto-masking from step 1) or 'stable' (`--recipe stable`: one pose
+        network for every seed and init, warm-up over the first 15 % of the steps, no auto-masking for the
+        first 30 %)."""
+        return [] if recipe == "monodepth2" else ["--recipe", "stable"]
 
 
 RECIPES = ("monodepth2", "stable")

@@ -71,6 +71,11 @@ def _load(ckpt: Path) -> dict:
               help="Optimiser steps (66 000 = Monodepth2's 20 epochs of eigen_zhou at batch 12).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=TransferConfig.lr, show_default=True,
               help="Adam learning rate, x0.1 after 75% of the steps.")
+@click.option("--recipe", type=click.Choice(["monodepth2", "stable"]), default="monodepth2", show_default=True,
+              help="monodepth2: its defaults, as below. stable: reliable at short budgets (bench/transfer_collapse.py): "
+                   "in M and MS a pose network from scratch drawn from seed 0 (the same in every run, so runs differ "
+                   "only by --init and --seed), warm-up over the first 15 % of --steps, no auto-masking for the first "
+                   "30 %; any of --pose-init, --pose-seed, --warmup-steps, --automask-after given still wins.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=TransferConfig.warmup_steps, show_default=True,
               help="Linear learning-rate warm-up over the first steps (0: none, Monodepth2).")
 @click.option("--automask-after", type=click.IntRange(0), default=TransferConfig.automask_after, show_default=True,
@@ -93,15 +98,20 @@ def _load(ckpt: Path) -> dict:
 @click.option("--workers", type=click.IntRange(0), default=TransferConfig.workers, show_default=True,
               help="Data loader processes.")
 @loop_options(TransferConfig, "frame, coloured disparity")
-def transfer_command(size, **options):
+def transfer_command(size, recipe, **options):
     """Train monocular depth from a backbone the Monodepth2 way (runs under torchrun too)."""
     from training.checkpoints import CheckpointError
     from training.depth.collapse import describe
-    from training.depth.transfer import transfer
+    from training.depth.transfer import RECIPE_FIELDS, stable_recipe, transfer
     from training.finite_guard import TrainingDiverged
 
     width, height = size
     config = TransferConfig(width_px=width, height_px=height, **fields_of(TransferConfig, options))
+    if recipe == "stable":
+        context = click.get_current_context()
+        given = frozenset(f for f in RECIPE_FIELDS
+                          if context.get_parameter_source(f) is not click.core.ParameterSource.DEFAULT)
+        config = stable_recipe(config, given)
     try:
         result = transfer(config)
     except (ValueError, FileNotFoundError, TrainingDiverged, CheckpointError) as error:

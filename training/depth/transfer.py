@@ -12,7 +12,8 @@ Training is Monodepth2's: Adam at 1e-4 (not scaled with the number of processes)
 the steps, modes M (frames -1, +1 with a learned pose), S (the stereo partner, known pose) and MS (both).
 Against the no-motion collapse of short budgets (`training.depth.collapse`) a run may add a linear
 learning-rate warm-up (`warmup_steps`), score every pixel without auto-masking for its first
-`automask_after` steps, and set its own depth range; the defaults are Monodepth2's. Each logged step
+`automask_after` steps, and set its own depth range; the defaults are Monodepth2's, and `stable_recipe`
+sets the measured reliable ones. Each logged step
 records the auto-mask's kept share, the mean predicted translation and the disparity's spread, and the
 result says whether the run ended collapsed and when it left that state.
 `training.loop` runs it: the run folder holds ``config.json``, ``last.pt``, ``log.jsonl`` and TensorBoard
@@ -23,7 +24,7 @@ models are scored as they predict (Monodepth2 turns median scaling off for every
 and multiplies by 5.4 for its 0.1-unit baseline; ours is 0.54 m, so the factor is 1, see
 `training.depth.loss`).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,21 @@ class TransferConfig(LoopConfig):
         return LoaderConfig(data=self.data, split=self.split, mode=self.mode, width_px=self.width_px,
                             height_px=self.height_px, batch_size=self.batch_size, workers=self.workers,
                             fov_deg=self.fov_deg, train_fraction=self.train_fraction, seed=self.seed)
+
+
+RECIPE_FIELDS = ("pose_init", "pose_seed", "warmup_steps", "automask_after")
+
+
+def stable_recipe(config: TransferConfig, keep: frozenset[str] = frozenset()) -> TransferConfig:
+    """Monodepth2's training made reliable at short budgets (`bench/transfer_collapse.py`): in M and MS
+    mode a pose network from scratch drawn from seed 0, the same in every run whatever its seed and depth
+    encoder, so arms differ only by their encoder; a learning-rate warm-up over the first 15 % of the steps;
+    every pixel scored without auto-masking for the first 30 %. Fields named in `keep` (given explicitly)
+    stay as they are."""
+    settings = {"warmup_steps": max(1, config.steps * 15 // 100), "automask_after": config.steps * 30 // 100}
+    if -1 in FRAME_IDS.get(config.mode, ()):  # S mode has no pose network
+        settings.update(pose_init="scratch", pose_seed=0)
+    return replace(config, **{k: v for k, v in settings.items() if k not in keep})
 
 
 def check_config(config: TransferConfig) -> None:
