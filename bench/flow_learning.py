@@ -76,7 +76,7 @@ pairs of neighbouring frames (the world rendered at twice the rate, samples of 5
 `film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero;
 `c2f` adds each coarser scale's flow, upsampled, to the next finer scale's."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric", "val/epe_px_s1",
-        "val/epe_px_s2", "val/epe_px_s3")
+        "val/epe_px_s2", "val/epe_px_s3", "val/epe_px_in_view", "val/true_flow_px_in_view")
 
 
 def train_variant(name: str, config: PretrainConfig, threads: int) -> dict:
@@ -236,7 +236,9 @@ def main() -> None:
               + ", ".join(str(s) for s, _ in epe) + "; EPE/zero " + " -> ".join(f"{e / zero[size]:.2f}" for _, e in epe)
               + f"; last: EPE/zero {last['val/epe_px'] / zero[size]:.2f}, flow "
               f"{last['val/flow_px']:.1f} px vs true {last['val/true_flow_px']:.1f}, excluded "
-              f"{last['val/excluded']:.1%}; coarse scales 1/2, 1/4, 1/8 upsampled: EPE/zero "
+              f"{last['val/excluded']:.1%}; pixels whose true match stays in view: EPE/zero "
+              f"{last.get('val/epe_px_in_view', float('nan')) / last.get('val/true_flow_px_in_view', float('nan')):.2f}"
+              f"; coarse scales 1/2, 1/4, 1/8 upsampled: EPE/zero "
               + ", ".join(f"{last[f'val/epe_px_s{s}'] / zero[size]:.2f}" for s in (1, 2, 3) if f"val/epe_px_s{s}" in last)
               + f"; 0.5x zero flow at step {run_['steps_to_half_zero']} "
               f"({run_['minutes']:.1f} min)", flush=True)

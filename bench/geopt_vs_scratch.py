@@ -101,11 +101,15 @@ QUICK = Budget(videos=3, video_s=8.0, pretrain_steps=50, transfer_steps=80, trai
 """`./geopt demo`: transfers long enough, with the stable recipe, to show depth a person recognises."""
 MEDIUM = Budget(videos=6, video_s=15.0, pretrain_steps=500, transfer_steps=120, train_drives=6, test_drives=2,
                 frames_per_drive=40, video_size="480x270", video_content_height_px=216, mine_width_px=320)
-GPU = Budget(videos=24, video_s=20.0, pretrain_steps=1500, transfer_steps=500, train_drives=16, test_drives=4,
+GPU = Budget(videos=24, video_s=20.0, pretrain_steps=1500, transfer_steps=300, train_drives=16, test_drives=4,
              frames_per_drive=60, size="640x192", pretrain_size="640x192", batch_size=12, pretrain_batch_size=16,
-             seeds=(0, 1), workers=14, parallel_runs=8, cuda=True)
-"""Sized from the H200 figures of issue 14 (pretraining ~12 steps/s at 640x192 batch 16, transfer ~10
-steps/s at batch 12 alone) to fit one 9-minute GPU command; not yet run on a GPU."""
+             video_fps="10", seeds=(0, 1), workers=14, parallel_runs=4, cuda=True,
+             transfer_options=("--recipe", "stable"))
+"""Sized from the H200 run of 2026-12-04 (main 8ca03a4) to fit one 9-minute command: there the world took
+274 s (rendering 24 videos at 30 fps 244 s), mining 16 s, pretraining and export 206 s, and four 500-step
+transfers side by side 161 s. Rendering at 10 fps (what mining keeps anyway) should cut the world to about
+110 s, and 8 transfers of 300 steps with the stable recipe, four at a time, take about 200 s; not yet
+run on a GPU."""
 VERDICT = Budget(videos=8, video_s=20.0, pretrain_steps=1200, transfer_steps=200, train_drives=4, test_drives=2,
                  frames_per_drive=30, size="128x64", pretrain_size="192x64", pretrain_batch_size=16,
                  video_size="480x270", video_content_height_px=216, video_fps="10", mine_width_px=320,

@@ -57,6 +57,10 @@ class FlowDecoder(nn.Module):
             self.fuse.append(ConvBlock(self.widths[level] + skip, self.widths[level]))
             self.film.append(nn.Linear(motion_dim, 2 * self.widths[level]))
         self.heads = nn.ModuleDict({str(s): nn.Conv2d(self.widths[s], 2, 3, padding=1) for s in SCALES})
+        if coarse_to_fine:  # the finer heads start as refinements that add nothing to the coarsest flow
+            for scale in SCALES[:-1]:
+                nn.init.zeros_(self.heads[str(scale)].weight)
+                nn.init.zeros_(self.heads[str(scale)].bias)
         if film_starts_identity:
             for film in self.film:
                 nn.init.zeros_(film.weight)

@@ -98,18 +98,29 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
             "warped": out["warped"][:b], "mask": out["mask"][:b]}
 
 
+def true_match_in_view(flow: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) flow in pixels -> (B, H, W) 1.0 where the pixel it moves lands inside the frame."""
+    h, w = flow.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
+    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).float()
+
+
 @torch.no_grad()
 def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     """Over (up to) `val_batches` validation batches: the masked photometric error and the share of pixels
     the loss excluded; where batches carry the true flow (world shards), the end-point error (mean pixel
     distance to the true flow) and the mean predicted and true flow lengths, in pixels, and each coarser
-    scale's EPE with its flow upsampled to full size ('epe_px_s1'...: which scale limits). A net that
+    scale's EPE with its flow upsampled to full size ('epe_px_s1'...: which scale limits), and the EPE and
+    zero-flow score over only the pixels whose true match stays in view ('epe_px_in_view',
+    'true_flow_px_in_view': the loss cannot see where the others go). A net that
     satisfies the loss without learning motion shows here: EPE above the zero-flow score, predicted flow
     far longer than the truth, many pixels excluded."""
     model.eval()
     loader = val_loader(replace(config.data, shards=config.val_shards))
     sums = {"photometric": 0.0, "excluded": 0.0, "epe_px": 0.0, "flow_px": 0.0, "true_flow_px": 0.0}
     sums.update({f"epe_px_s{s}": 0.0 for s in SCALES[1:]})
+    sums.update(epe_px_in_view=0.0, true_flow_px_in_view=0.0)
     count = flow_count = 0
     for i, (target, source, true_flow, visible) in enumerate(loader):
         if i >= config.val_batches:
@@ -129,6 +140,10 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
                 coarse = F.interpolate(out["flows"][scale].float(), size=true_flow.shape[-2:], mode="bilinear",
                                        align_corners=False)
                 sums[f"epe_px_s{scale}"] += float((coarse - true_flow).norm(dim=1).mean()) * n
+            in_view = true_match_in_view(true_flow)
+            share = in_view.sum().clamp(min=1)
+            sums["epe_px_in_view"] += float(((flow - true_flow).norm(dim=1) * in_view).sum() / share) * n
+            sums["true_flow_px_in_view"] += float((true_flow.norm(dim=1) * in_view).sum() / share) * n
             flow_count += n
     model.train()
     scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count) for k in ("photometric", "excluded")}}

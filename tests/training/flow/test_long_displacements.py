@@ -158,3 +158,16 @@ def test_coarse_to_fine_hands_the_coarse_scales_motion_to_the_full_size_flow():
         torch.testing.assert_close(accumulated[scale], torch.tensor([7.0, -2.0]).view(1, 2, 1, 1).expand_as(
             accumulated[scale]))
     assert separate[0].abs().max() == 0
+
+
+def test_validation_tells_pixels_whose_true_match_stays_in_view_from_those_leaving_it():
+    """The loss cannot see where a pixel leaving the view goes, so validation scores the others apart."""
+    from training.flow.pretrain import true_match_in_view
+
+    flow = torch.zeros(1, 2, 4, 6)
+    flow[0, 0, :, 4:] = 2.0  # the last two columns move 2 px right: off the frame
+    flow[0, 1, 0, 0] = -1.0  # the top-left pixel moves up: off the frame
+    expected = torch.ones(1, 4, 6)
+    expected[0, :, 4:] = 0
+    expected[0, 0, 0] = 0
+    torch.testing.assert_close(true_match_in_view(flow), expected)
