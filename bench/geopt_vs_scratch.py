@@ -4,7 +4,7 @@ from scratch (and ImageNet init, when its weights are in the local torch cache) 
     python bench/geopt_vs_scratch.py --budget tiny    # ~2 min on 2 cores: the CI check that the loop closes
     python bench/geopt_vs_scratch.py --quick          # ~10 min on 2 cores, small budget, no claim made
     python bench/geopt_vs_scratch.py --budget medium  # ~1 h on 2 cores: what a CPU machine can afford
-    python bench/geopt_vs_scratch.py --budget verdict # ~75 min on 2 cores: at a size where pretraining learns,
+    python bench/geopt_vs_scratch.py --budget verdict # ~50 min on 2 cores: at a size where pretraining learns,
                                                       # 3 seeds, frozen-encoder probe, highway generalisation
     python bench/geopt_vs_scratch.py --budget gpu     # one GPU command (~9 min on one H200 with 16 cores)
     python bench/geopt_vs_scratch.py                  # the full budget (hours on a CPU)
@@ -79,8 +79,6 @@ class Budget:
     """Processes for rendering and mining, and loader processes of pretraining."""
     parallel_runs: int = 1
     """Transfer runs (with their evaluations) going on at once."""
-    pretrain_options: tuple[str, ...] = ()
-    """Further `geopt-train pretrain` options (the loss, e.g. `--coarse-to-fine`)."""
     transfer_options: tuple[str, ...] = ()
     """Further `geopt-train transfer` options, the same for every arm (the recipe: `bench/transfer_collapse.py`)."""
     probe: bool = False
@@ -116,8 +114,8 @@ VERDICT = Budget(videos=8, video_s=20.0, pretrain_steps=1200, transfer_steps=200
                  kitti_size="320x96", seeds=(0, 1, 2), workers=2, parallel_runs=2,
                  transfer_options=("--recipe", "stable"),
                  probe=True, generalisation_kind="highway")
-"""Issue 22's closed loop on 2 CPU cores: pretraining at 192x64 and 10 Hz, where the flow is learned
-(`bench/flow_learning.py`), transfers with the stable recipe (`geopt-train transfer --recipe stable`: the same
+"""Issue 22's closed loop on 2 CPU cores: pretraining at 192x64 and 10 Hz, where world shards teach flow
+(`bench/flow_learning.py`; mined video did not, 2026-12-04), transfers with the stable recipe (`geopt-train transfer --recipe stable`: the same
 pose network in every arm, warm-up, auto-masking from step 60), 3 seeds, the probe, and highway test drives."""
 FULL = Budget(videos=12, video_s=30.0, pretrain_steps=3000, transfer_steps=1500, train_drives=12, test_drives=4,
               frames_per_drive=60)
@@ -324,8 +322,7 @@ def pretrain_backbone(budget: Budget, work: Path, log: Path, device: str) -> dic
          "--run-dir", str(work / "pretrain"), "--steps", str(steps), "--workers", str(min(budget.workers, 12)),
          "--lr", str(budget.pretrain_lr), "--warmup-steps", str(max(1, steps // 20)),
          "--val-shards", str(work / "flow_val"), "--val-every", str(max(1, steps // 5)),
-         "--device", device, "--size", budget.pretrain_size, "--batch-size", str(budget.pretrain_batch_size),
-         *budget.pretrain_options], log)
+         "--device", device, "--size", budget.pretrain_size, "--batch-size", str(budget.pretrain_batch_size)], log)
     run(["training.cli", "export", "--ckpt", str(work / "pretrain" / "last.pt"), "--out", str(work / "backbone.pth")],
         log)
     return {"epe": curve(work / "pretrain" / "log.jsonl", "val/epe_px"),
@@ -446,8 +443,7 @@ def write_report(budget: Budget, budget_name: str, device: str, out: Path, per_s
         f"{budget.transfer_steps} steps per run at {budget.size} (batch {budget.batch_size}), seeds "
         f"{', '.join(map(str, budget.seeds))}; {budget.train_drives} training drives and {budget.test_drives} unseen "
         f"test drives of {budget.frames_per_drive} frames"
-        + (f"; every arm's transfer: `{' '.join(budget.transfer_options)}`" if budget.transfer_options else "")
-        + (f"; pretraining: `{' '.join(budget.pretrain_options)}`" if budget.pretrain_options else "") + ".", "",
+        + (f"; every arm's transfer: `{' '.join(budget.transfer_options)}`" if budget.transfer_options else "") + ".", "",
         "Time: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items() if k != "total")
         + f"; total {minutes['total']:.1f} min.", "",
         "![pretraining](pretraining_epe.png)", "", "![learning curves](learning_curves.png)", "",
@@ -467,7 +463,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=BUDGETS, default="full",
                         help="tiny: ~2 min on 2 cores, checks that the loop closes (CI); quick: ~10 min on 2 cores, "
-                             "no claim made; medium: ~1 h on 2 cores; verdict: ~75 min on 2 cores, 3 seeds, probe, "
+                             "no claim made; medium: ~1 h on 2 cores; verdict: ~50 min on 2 cores, 3 seeds, probe, "
                              "generalisation; gpu: one GPU command of ~9 min; full: the "
                              "real run (default: %(default)s)")
     parser.add_argument("--quick", dest="budget", action="store_const", const="quick", help="same as --budget quick")

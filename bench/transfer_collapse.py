@@ -141,10 +141,11 @@ def tables(rows: list[dict], arms: dict[str, dict]) -> str:
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """The command that reproduces this run: the options that differ from their defaults, but --work/--out."""
+    """The command that reproduces this run: the options that differ from their defaults, but --work, --out
+    and --resume."""
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                    if k not in ("work", "out") and v != parser.get_default(k))
-    return f"python bench/transfer_collapse.py{flags}".replace(" --resume True", "")
+                    if k not in ("work", "out", "resume") and v != parser.get_default(k))
+    return f"python bench/transfer_collapse.py{flags}"
 
 
 def build_parser() -> argparse.ArgumentParser:

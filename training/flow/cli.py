@@ -68,7 +68,7 @@ from training.options import loop_options, size_callback
                    "pixels there), or upsample every scale's flow to full size first (Monodepth2's way for depth).")
 @click.option("--coarse-to-fine/--no-coarse-to-fine", default=PretrainConfig.coarse_to_fine, show_default=True,
               help="Each scale's flow adds the coarser scale's flow, upsampled: the fine scales only refine the long "
-                   "motion the coarse scales find.")
+                   "motion the coarse scales find. Off by default: measured worse on the long-displacement proxy (README).")
 @click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
               help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
                    "move half as far). The size must be a multiple of 64 each way and at least 128x128.")

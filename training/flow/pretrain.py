@@ -26,7 +26,7 @@ from training.flow.data import DataConfig, train_loader, val_loader
 from training.flow.loss import FlowLossConfig, flow_loss
 from training.flow.model import GeoPtFlowModel
 from training.loop import LoopConfig, Task, train
-from training.photometric import photometric_error
+from training.photometric import photometric_error, warp_by_flow
 from training.runtime import Runtime
 
 
@@ -102,10 +102,7 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
 
 def true_match_in_view(flow: torch.Tensor) -> torch.Tensor:
     """(B, 2, H, W) flow in pixels -> (B, H, W) 1.0 where the pixel it moves lands inside the frame."""
-    h, w = flow.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
-    x, y = xs + flow[:, 0], ys + flow[:, 1]
-    return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).float()
+    return warp_by_flow(flow[:, :1], flow)[1][:, 0]
 
 
 @torch.no_grad()
