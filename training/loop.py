@@ -32,7 +32,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from formats.files import append_jsonl, to_jsonable, write_json_atomic
-from training.checkpoints import load_checkpoint, rank_rng_state, restore_rng_state, rng_state, save_checkpoint
+from training.checkpoints import (CheckpointError, load_checkpoint, rank_rng_state, restore_rng_state, rng_state,
+                                  save_checkpoint)
 from training.finite_guard import FiniteGuard, supports_device_skip
 from training.runtime import (Runtime, gather_on_main, seed_everything, seed_for, start_runtime, stop_runtime,
                               sum_over_ranks, unwrap)
@@ -171,7 +172,12 @@ def _train(task: Task, config: LoopConfig, runtime: Runtime) -> dict:
     saved_step = None  # the step of the checkpoint now in `last`; None while there is none
     if resuming:
         state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:  # e.g. a run saved before a part of the model existed
+            detail = " ".join(line.strip() for line in str(error).splitlines()[:2])
+            raise CheckpointError(f"{last} does not fit the model these options build ({detail}); resume with "
+                                  "the options it was started with (its config.json)") from None
         _load_optimiser_state(optimiser, state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch = state["step"], state.get("epoch", 0)

@@ -69,6 +69,11 @@ from training.options import loop_options, size_callback
 @click.option("--coarse-to-fine/--no-coarse-to-fine", default=PretrainConfig.coarse_to_fine, show_default=True,
               help="Each scale's flow adds the coarser scale's flow, upsampled: the fine scales only refine the long "
                    "motion the coarse scales find. Off by default: measured worse on the long-displacement proxy (README).")
+@click.option("--motion-head/--no-motion-head", default=PretrainConfig.motion_head, show_default=True,
+              help="Add a coarse flow read off the motion code alone to every scale's flow, so the code sets which "
+                   "way a pair moves from the first step and the decoder adds what depends on depth. Without it "
+                   "the decoder guesses one direction for every pair and learns late or never (README, Results). "
+                   "Resume runs from before 2026-12-05 with --no-motion-head.")
 @click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
               help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
                    "move half as far). The size must be a multiple of 64 each way and at least 128x128.")

@@ -5,6 +5,9 @@ both frames but must squeeze what it learns into a narrow code (`motion_dim`, 12
 spatial layout, so it can carry the camera's motion but not the scene. The decoder turns the structure
 features (skip connections at every scale) into optical flow, modulated by the code at every level:
 to predict flow for every pixel it needs each pixel's depth, which only the structure encoder can give.
+A motion head adds a coarse 4x12 flow field read off the code alone (`MotionHead`): the camera's motion
+in broad strokes, from the first step. Too coarse to say which pixels are near, it leaves per-pixel depth
+to the structure encoder.
 """
 import torch
 import torch.nn.functional as F
@@ -14,6 +17,8 @@ from training.backbone import IMAGE_MEAN, IMAGE_STD, SCALES, ConvBlock, Structur
 
 FLOW_SCALE_PX = 10.0
 """Decoder outputs are multiplied by this: flow in pixels stays near unit scale inside the network."""
+MOTION_HEAD_GRID = (4, 12)
+"""Rows and columns of the coarse flow field the motion head reads off the code alone."""
 
 
 class MotionEncoder(nn.Module):
@@ -86,15 +91,46 @@ class FlowDecoder(nn.Module):
         return flows
 
 
+class MotionHead(nn.Module):
+    """The motion code alone (B, motion_dim) -> a coarse flow field (B, 2, *MOTION_HEAD_GRID) in input pixels,
+    which `GeoPtFlowModel` adds to every scale's flow: the camera's motion, coarsely, while the decoder adds
+    what depends on each pixel's depth.
+
+    Why: the decoder sees the target frame only, and pretraining shows it each frame paired with the next
+    and with the previous one. Until the code modulates it (its modulation starts at zero), it can only
+    guess one flow per image, and it commits to one direction for every pair; pairs moving the other way
+    then lie outside the photometric loss's basin and teach it nothing. That is the plateau above the
+    zero-flow score (measured: the stuck net's flow opposed the truth, correlation -0.57, and was the same
+    for a frame paired with itself). Through the head the code sets the direction from the first step, the
+    motion encoder gets a gradient from the first step, and what is left for the decoder stays within a
+    few pixels of its match (README, Results)."""
+
+    def __init__(self, motion_dim: int = 128):
+        super().__init__()
+        self.grid = MOTION_HEAD_GRID
+        self.linear = nn.Linear(motion_dim, 2 * self.grid[0] * self.grid[1])
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.linear(code).view(-1, 2, *self.grid) * FLOW_SCALE_PX
+
+
 class GeoPtFlowModel(nn.Module):
-    """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source."""
+    """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source:
+    the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow."""
 
     def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True,
-                 coarse_to_fine: bool = False):
+                 coarse_to_fine: bool = False, motion_head: bool = True):
         super().__init__()
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
         self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)
+        self.motion_head = MotionHead(motion_dim) if motion_head else None
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
-        return self.decoder(self.structure(target), self.motion(target, source))
+        code = self.motion(target, source)
+        flows = self.decoder(self.structure(target), code)
+        if self.motion_head is None:
+            return flows
+        coarse = self.motion_head(code)
+        return {scale: flow + F.interpolate(coarse, size=flow.shape[-2:], mode="bilinear", align_corners=False)
+                for scale, flow in flows.items()}

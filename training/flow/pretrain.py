@@ -39,8 +39,12 @@ class PretrainConfig(LoopConfig):
     motion_dim: int = 128
     film_starts_identity: bool = True
     """Zero-initialise the layers that turn the motion code into each decoder level's scale and shift, so
-    the decoder starts unmodulated. Then no gradient reaches the motion encoder until those layers have
-    grown, and without the code the best flow for an image is the mean over both directions: zero."""
+    the decoder starts unmodulated. Then no gradient reaches the motion encoder through the decoder until
+    those layers have grown (through the motion head it gets one from the start)."""
+    motion_head: bool = True
+    """Add the motion head's coarse flow, read off the motion code alone, to every scale's flow
+    (`training.flow.model.MotionHead`). Off: the decoder's flow alone, as before 2026-12-05 (resume runs
+    from before then with it off)."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -112,12 +116,15 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     distance to the true flow) and the mean predicted and true flow lengths, in pixels, and each coarser
     scale's EPE with its flow upsampled to full size ('epe_px_s1'...: which scale limits), and the EPE and
     zero-flow score over only the pixels whose true match stays in view ('epe_px_in_view',
-    'true_flow_px_in_view': the loss cannot see where the others go). A net that
-    satisfies the loss without learning motion shows here: EPE above the zero-flow score, predicted flow
-    far longer than the truth, many pixels excluded."""
+    'true_flow_px_in_view': the loss cannot see where the others go). Always 'flow_px_same_frames', the
+    mean flow length predicted for each target paired with itself: a net that reads the motion from the
+    pair predicts none there, a net that guesses flow from the target alone predicts as much as for the
+    real pair. A net that satisfies the loss without learning motion shows here: EPE above the zero-flow
+    score, predicted flow far longer than the truth, many pixels excluded, as much flow for a still pair."""
     model.eval()
     loader = val_loader(replace(config.data, shards=config.val_shards))
-    sums = {"photometric": 0.0, "excluded": 0.0, "epe_px": 0.0, "flow_px": 0.0, "true_flow_px": 0.0}
+    sums = {"photometric": 0.0, "excluded": 0.0, "flow_px_same_frames": 0.0, "epe_px": 0.0, "flow_px": 0.0,
+            "true_flow_px": 0.0}
     sums.update({f"epe_px_s{s}": 0.0 for s in SCALES[1:]})
     sums.update(epe_px_in_view=0.0, true_flow_px_in_view=0.0)
     count = flow_count = 0
@@ -130,6 +137,9 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
         count += n
         sums["photometric"] += float(out["photometric"]) * n
         sums["excluded"] += float(out["excluded"]) * n
+        with runtime.autocast():
+            still = model(target, target)[0].float()
+        sums["flow_px_same_frames"] += float(still.norm(dim=1).mean()) * n
         if true_flow is not None:
             flow, true_flow = out["flow"].float(), true_flow.to(out["flow"].device)
             sums["epe_px"] += float((flow - true_flow).norm(dim=1).mean()) * n
@@ -145,9 +155,11 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
             sums["true_flow_px_in_view"] += float((true_flow.norm(dim=1) * in_view).sum() / share) * n
             flow_count += n
     model.train()
-    scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count) for k in ("photometric", "excluded")}}
+    scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count)
+                                       for k in ("photometric", "excluded", "flow_px_same_frames")}}
     if flow_count:
-        scores.update({f"val/{k}": sums[k] / flow_count for k in sums if k.startswith(("epe", "flow", "true"))})
+        scores.update({f"val/{k}": sums[k] / flow_count for k in sums
+                       if k.startswith(("epe", "true")) or k == "flow_px"})
     return scores
 
 
@@ -168,7 +180,7 @@ class PretrainTask(Task):
 
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
         return GeoPtFlowModel(self.config.arch, self.config.motion_dim, self.config.film_starts_identity,
-                              self.config.coarse_to_fine).to(runtime.device)
+                              self.config.coarse_to_fine, self.config.motion_head).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size

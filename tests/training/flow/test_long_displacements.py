@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from formats.shard_schema import decode_sample_frames
+from training.checkpoints import CheckpointError
 from training.flow.data import DataConfig, PairAugment
 from training.flow.loss import census_error, edge_aware_smoothness, second_order_smoothness
 from training.flow.model import GeoPtFlowModel
-from training.flow.pretrain import PretrainConfig, PretrainTask, pretrain
+from training.flow.pretrain import PretrainConfig, PretrainTask, pretrain, validate
 from training.photometric import warp_by_flow
+from training.runtime import start_runtime
 from training.shard_stream import samples_from_shards
 from world.shards import write_world_shard
 
@@ -124,19 +126,40 @@ def test_the_flow_bench_says_when_a_size_and_rate_give_less_than_a_batch(tmp_pat
         "--videos/--video-s")
 
 
-def test_the_motion_encoder_gets_no_gradient_at_the_start_unless_the_modulation_starts_random():
-    """Why `film_starts_identity` is an option: zero-initialised scale-and-shift layers leave the motion
-    encoder without gradient at the first step."""
+def test_the_motion_encoder_gets_no_gradient_at_the_start_unless_the_modulation_starts_random_or_a_head_reads_it():
+    """Why `film_starts_identity` is an option and why the motion head exists: zero-initialised
+    scale-and-shift layers leave the motion encoder without gradient at the first step."""
     target, source = torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128)
 
-    def motion_gradient(starts_identity: bool) -> float:
+    def motion_gradient(starts_identity: bool, motion_head: bool) -> float:
         torch.manual_seed(0)
-        model = GeoPtFlowModel(film_starts_identity=starts_identity)
+        model = GeoPtFlowModel(film_starts_identity=starts_identity, motion_head=motion_head)
         sum(flow.abs().mean() for flow in model(target, source).values()).backward()
         return float(sum(p.grad.abs().sum() for p in model.motion.parameters()))
 
-    assert motion_gradient(True) == 0.0
-    assert motion_gradient(False) > 0.0
+    assert motion_gradient(True, motion_head=False) == 0.0
+    assert motion_gradient(False, motion_head=False) > 0.0
+    assert motion_gradient(True, motion_head=True) > 0.0
+
+
+def test_a_run_saved_without_the_motion_head_resumed_with_it_says_which_options_to_use(world_shards, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_config(world_shards, run, steps=1, checkpoint_every=1, motion_head=False))
+    with pytest.raises(CheckpointError, match=r"does not fit the model .*motion_head.*config\.json"):
+        pretrain(tiny_config(world_shards, run, steps=2, resume=True))
+
+
+def test_validation_tells_a_net_that_ignores_the_motion_by_its_flow_for_a_still_pair(world_shards):
+    """An untrained decoder is unmodulated by the code (`film_starts_identity`), so without the motion head
+    it predicts the same flow for a frame paired with itself as for the real pair: 'flow_px_same_frames'
+    equals 'flow_px'. With the head, the flow depends on the pair from the start."""
+    config = tiny_config(world_shards, Path("unused"), val_shards=str(world_shards / "val"))
+    torch.manual_seed(0)
+    ignoring = validate(GeoPtFlowModel(motion_head=False), config, start_runtime("cpu"))
+    assert ignoring["val/flow_px_same_frames"] == pytest.approx(ignoring["val/flow_px"], rel=1e-4)
+    torch.manual_seed(0)
+    reading = validate(GeoPtFlowModel(), config, start_runtime("cpu"))
+    assert abs(reading["val/flow_px_same_frames"] - reading["val/flow_px"]) > 1e-3
 
 
 def test_coarse_to_fine_hands_the_coarse_scales_motion_to_the_full_size_flow():
@@ -146,7 +169,7 @@ def test_coarse_to_fine_hands_the_coarse_scales_motion_to_the_full_size_flow():
 
     def flows(coarse_to_fine: bool) -> dict:
         torch.manual_seed(0)
-        model = GeoPtFlowModel(coarse_to_fine=coarse_to_fine)
+        model = GeoPtFlowModel(coarse_to_fine=coarse_to_fine, motion_head=False)
         with torch.no_grad():
             for scale, head in model.decoder.heads.items():
                 head.weight.zero_()
