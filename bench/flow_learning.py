@@ -50,6 +50,8 @@ class Variant:
     """`PretrainConfig.film_starts_identity`."""
     coarse_to_fine: bool = False
     """`PretrainConfig.coarse_to_fine`."""
+    motion_head: bool = False
+    """`PretrainConfig.motion_head` (off in the variants from before 2026-12-05)."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -58,7 +60,8 @@ VARIANTS = {
     "upsampled": Variant(FlowLossConfig(pyramid=False)),
     "fb_check": Variant(FlowLossConfig(occlusion_masking=True, pyramid=False)),
     "pyramid": Variant(FlowLossConfig(pyramid=True)),
-    "default": Variant(FlowLossConfig()),
+    "pyramid_motion_head": Variant(FlowLossConfig(pyramid=True), motion_head=True),
+    "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
     "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
     "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
@@ -74,9 +77,11 @@ there); `pyramid` scores coarse scales on downsampled images; `default` is today
 smoothness at 1/4 size instead of first-order at every scale; the curricula start at half size, or on
 pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart);
 `film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero;
+`motion_head` adds a coarse flow read off the motion code alone to every scale (`training.flow.model.MotionHead`);
 `c2f` adds each coarser scale's flow, upsampled, to the next finer scale's."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric", "val/epe_px_s1",
-        "val/epe_px_s2", "val/epe_px_s3", "val/epe_px_in_view", "val/true_flow_px_in_view")
+        "val/epe_px_s2", "val/epe_px_s3", "val/epe_px_in_view", "val/true_flow_px_in_view",
+        "val/flow_px_same_frames")
 
 
 def train_variant(name: str, config: PretrainConfig, threads: int) -> dict:
@@ -214,7 +219,8 @@ def main() -> None:
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,
                     device=args.device, lr=args.lr, loss=variant.loss,
                     half_size_steps=round(variant.half_size_share * run_steps),
-                    film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine)
+                    film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine,
+                    motion_head=variant.motion_head)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,
@@ -235,7 +241,8 @@ def main() -> None:
         print(f"{run_['variant']:>28}: EPE " + " -> ".join(f"{e:.2f}" for _, e in epe) + " px at steps "
               + ", ".join(str(s) for s, _ in epe) + "; EPE/zero " + " -> ".join(f"{e / zero[size]:.2f}" for _, e in epe)
               + f"; last: EPE/zero {last['val/epe_px'] / zero[size]:.2f}, flow "
-              f"{last['val/flow_px']:.1f} px vs true {last['val/true_flow_px']:.1f}, excluded "
+              f"{last['val/flow_px']:.1f} px vs true {last['val/true_flow_px']:.1f} (for a still pair "
+              f"{last.get('val/flow_px_same_frames', float('nan')):.1f}), excluded "
               f"{last['val/excluded']:.1%}; pixels whose true match stays in view: EPE/zero "
               f"{last.get('val/epe_px_in_view', float('nan')) / last.get('val/true_flow_px_in_view', float('nan')):.2f}"
               f"; coarse scales 1/2, 1/4, 1/8 upsampled: EPE/zero "

@@ -65,8 +65,9 @@ def along_the_truth(folder: Path) -> None:
         pyramid = {level: F.interpolate(flow, scale_factor=0.5**level, mode="area") if level else flow
                    for level in range(4)}
         for name, variant in VARIANTS.items():
-            if variant.half_size_share or variant.short_gap_share or not variant.film_starts_identity:
-                continue  # the same loss as another row
+            if (variant.half_size_share or variant.short_gap_share or not variant.film_starts_identity
+                    or variant.motion_head or variant.coarse_to_fine):
+                continue  # the same loss of the decoder's flow as another row
             scored = [flow_loss(target, source, {lv: f * k for lv, f in pyramid.items()}, None, variant.loss)
                       for k in scales]
             print(f"  {name:>24}: " + "  ".join(f"{float(s['loss'] / scored[0]['loss']):.3f}" for s in scored)
