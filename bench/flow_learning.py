@@ -52,6 +52,8 @@ class Variant:
     """`PretrainConfig.coarse_to_fine`."""
     motion_head: bool = False
     """`PretrainConfig.motion_head` (off in the variants from before 2026-12-05)."""
+    antisymmetric: bool = False
+    """`PretrainConfig.antisymmetric`."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -61,6 +63,7 @@ VARIANTS = {
     "fb_check": Variant(FlowLossConfig(occlusion_masking=True, pyramid=False)),
     "pyramid": Variant(FlowLossConfig(pyramid=True)),
     "pyramid_motion_head": Variant(FlowLossConfig(pyramid=True), motion_head=True),
+    "pyramid_head_antisymmetric": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
     "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
@@ -220,7 +223,7 @@ def main() -> None:
                     device=args.device, lr=args.lr, loss=variant.loss,
                     half_size_steps=round(variant.half_size_share * run_steps),
                     film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine,
-                    motion_head=variant.motion_head)
+                    motion_head=variant.motion_head, antisymmetric=variant.antisymmetric)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,

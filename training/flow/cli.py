@@ -74,6 +74,11 @@ from training.options import loop_options, size_callback
                    "way a pair moves from the first step and the decoder adds what depends on depth. Without it "
                    "the decoder guesses one direction for every pair and learns late or never (README, Results). "
                    "Resume runs from before 2026-12-05 with --no-motion-head.")
+@click.option("--antisymmetric", is_flag=True,
+              help="The flow is the decoder's output under the pair's motion code minus its output under the "
+                   "reversed pair's (the motion head reads the code difference): a frame paired with itself gets "
+                   "exactly no flow, so nothing guessed from the target frame alone survives. A second decoder "
+                   "pass per pair.")
 @click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
               help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
                    "move half as far). The size must be a multiple of 64 each way and at least 128x128.")

@@ -105,10 +105,10 @@ class MotionHead(nn.Module):
     motion encoder gets a gradient from the first step, and what is left for the decoder stays within a
     few pixels of its match (README, Results)."""
 
-    def __init__(self, motion_dim: int = 128):
+    def __init__(self, motion_dim: int = 128, bias: bool = True):
         super().__init__()
         self.grid = MOTION_HEAD_GRID
-        self.linear = nn.Linear(motion_dim, 2 * self.grid[0] * self.grid[1])
+        self.linear = nn.Linear(motion_dim, 2 * self.grid[0] * self.grid[1], bias=bias)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         return self.linear(code).view(-1, 2, *self.grid) * FLOW_SCALE_PX
@@ -116,19 +116,32 @@ class MotionHead(nn.Module):
 
 class GeoPtFlowModel(nn.Module):
     """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source:
-    the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow."""
+    the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow.
+
+    With `antisymmetric` the decoder runs under the pair's code and under the reversed pair's, and the
+    flow is the difference (the head reads the difference of the codes and has no bias): whatever the
+    decoder would predict from the target frame alone cancels, and a frame paired with itself gets none."""
 
     def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True,
-                 coarse_to_fine: bool = False, motion_head: bool = True):
+                 coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = False):
         super().__init__()
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
         self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)
-        self.motion_head = MotionHead(motion_dim) if motion_head else None
+        self.motion_head = MotionHead(motion_dim, bias=not antisymmetric) if motion_head else None
+        self.antisymmetric = antisymmetric
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
-        code = self.motion(target, source)
-        flows = self.decoder(self.structure(target), code)
+        if self.antisymmetric:
+            b = target.shape[0]
+            codes = self.motion(torch.cat([target, source]), torch.cat([source, target]))
+            code = codes[:b] - codes[b:]
+            features = [torch.cat([f, f]) for f in self.structure(target)]
+            both = self.decoder(features, codes)
+            flows = {s: f[:b] - f[b:] for s, f in both.items()}
+        else:
+            code = self.motion(target, source)
+            flows = self.decoder(self.structure(target), code)
         if self.motion_head is None:
             return flows
         coarse = self.motion_head(code)

@@ -45,6 +45,11 @@ class PretrainConfig(LoopConfig):
     """Add the motion head's coarse flow, read off the motion code alone, to every scale's flow
     (`training.flow.model.MotionHead`). Off: the decoder's flow alone, as before 2026-12-05 (resume runs
     from before then with it off)."""
+    antisymmetric: bool = False
+    """The flow is the decoder's output under the pair's motion code minus its output under the reversed
+    pair's, and the motion head reads the difference of the two codes (`GeoPtFlowModel`): a frame paired
+    with itself gets exactly no flow, so no flow guessed from the target frame alone survives. Costs a
+    second decoder pass."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -180,7 +185,8 @@ class PretrainTask(Task):
 
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
         return GeoPtFlowModel(self.config.arch, self.config.motion_dim, self.config.film_starts_identity,
-                              self.config.coarse_to_fine, self.config.motion_head).to(runtime.device)
+                              self.config.coarse_to_fine, self.config.motion_head,
+                              self.config.antisymmetric).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size

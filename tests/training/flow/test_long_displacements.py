@@ -142,6 +142,21 @@ def test_the_motion_encoder_gets_no_gradient_at_the_start_unless_the_modulation_
     assert motion_gradient(True, motion_head=True) > 0.0
 
 
+def test_an_antisymmetric_net_predicts_no_flow_for_a_still_pair_and_reverses_with_the_pair():
+    """With `antisymmetric` nothing the decoder could guess from the target frame alone survives: a frame
+    paired with itself gets exactly zero flow, and the motion head's part flips sign with the pair."""
+    torch.manual_seed(0)
+    model = GeoPtFlowModel(antisymmetric=True, film_starts_identity=False)
+    target, source = torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        still, moving = model(target, target), model(target, source)
+        forward, backward = (model.motion_head(model.motion(a, b) - model.motion(b, a))
+                             for a, b in ((target, source), (source, target)))
+    assert all(float(flow.abs().max()) == 0.0 for flow in still.values())
+    assert float(moving[0].abs().mean()) > 0.0
+    torch.testing.assert_close(forward, -backward)
+
+
 def test_a_run_saved_without_the_motion_head_resumed_with_it_says_which_options_to_use(world_shards, tmp_path):
     run = tmp_path / "run"
     pretrain(tiny_config(world_shards, run, steps=1, checkpoint_every=1, motion_head=False))
