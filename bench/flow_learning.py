@@ -81,6 +81,7 @@ smoothness at 1/4 size instead of first-order at every scale; the curricula star
 pairs of neighbouring frames (the world rendered at twice the rate, samples of 5 frames, pairs 2 apart);
 `film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero;
 `motion_head` adds a coarse flow read off the motion code alone to every scale (`training.flow.model.MotionHead`);
+`antisymmetric` subtracts the flow under the reversed pair's code, so a still pair gets none;
 `c2f` adds each coarser scale's flow, upsampled, to the next finer scale's."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric", "val/epe_px_s1",
         "val/epe_px_s2", "val/epe_px_s3", "val/epe_px_in_view", "val/true_flow_px_in_view",
