@@ -70,9 +70,9 @@ from training.options import loop_options, size_callback
               help="Each scale's flow adds the coarser scale's flow, upsampled: the fine scales only refine the long "
                    "motion the coarse scales find. Off by default: measured worse on the long-displacement proxy (README).")
 @click.option("--motion-head/--no-motion-head", default=PretrainConfig.motion_head, show_default=True,
-              help="Add a coarse flow read off the motion code alone to every scale's flow, so the code sets which "
-                   "way a pair moves from the first step and the decoder adds what depends on depth. Without it "
-                   "the decoder guesses one direction for every pair and learns late or never (README, Results). "
+              help="Add a coarse flow read off the motion code alone to every scale's flow, so the motion encoder "
+                   "learns from the first step and the decoder adds what depends on depth. Without it mined video "
+                   "never taught flow: the decoder guessed one direction for every pair (README, Results). "
                    "Resume runs from before 2026-12-05 with --no-motion-head.")
 @click.option("--antisymmetric", is_flag=True,
               help="The flow is the decoder's output under the pair's motion code minus its output under the "
