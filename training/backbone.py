@@ -32,7 +32,8 @@ class StructureEncoder(nn.Module):
         self.channels = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """`image` (B, 3, H, W) in 0..1, H and W multiples of 32."""
+        """`image` (B, 3, H, W) in 0..1; with H and W multiples of 32 the maps are exactly 1/2^s of them,
+        otherwise the strides round their sizes up."""
         r = self.resnet
         x = r.relu(r.bn1(r.conv1((image - IMAGE_MEAN) / IMAGE_STD)))
         features = [x]

@@ -38,20 +38,23 @@ def edge_aware_smoothness(field: torch.Tensor, image: torch.Tensor) -> torch.Ten
     return (dx * torch.exp(-image_dx)).mean() + (dy * torch.exp(-image_dy)).mean()
 
 
-def warp_by_flow(source: torch.Tensor, flow_px: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample `source` (B, C, H, W) at each pixel + its flow (B, 2, H, W) in pixels (du, dv).
+def warp_by_flow(source: torch.Tensor, flow_px: torch.Tensor,
+                 offset_px: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `source` (B, C, H', W') at each pixel + its flow (B, 2, H, W) in pixels (du, dv).
 
-    Returns the warped image and a (B, 1, H, W) mask of pixels whose sample point lies inside the image.
-    Pixel u sits at coordinate u (`formats.camera`), hence align_corners=True.
+    Returns the warped image (B, C, H, W) and a (B, 1, H, W) mask of pixels whose sample point lies inside
+    the source. Pixel u sits at coordinate u (`formats.camera`), hence align_corners=True. With `offset_px`
+    (x, y) the flow's frame is the part of a larger source that starts there, so a pixel whose match
+    leaves that part but not the source is still sampled (full-image warping).
 
     A sample point that is not finite never reaches `grid_sample` (whose backward on the CPU reads out of
     bounds at a NaN coordinate and kills the process): it is sampled at the image centre instead and its
     pixel comes back NaN in every channel, so the loss is not finite and the non-finite guard skips the step.
     """
-    b, _, h, w = flow_px.shape
-    v, u = torch.meshgrid(torch.arange(h, device=flow_px.device, dtype=flow_px.dtype),
-                          torch.arange(w, device=flow_px.device, dtype=flow_px.dtype), indexing="ij")
-    x, y = u + flow_px[:, 0], v + flow_px[:, 1]
+    h, w = source.shape[-2:]
+    v, u = torch.meshgrid(torch.arange(flow_px.shape[-2], device=flow_px.device, dtype=flow_px.dtype),
+                          torch.arange(flow_px.shape[-1], device=flow_px.device, dtype=flow_px.dtype), indexing="ij")
+    x, y = u + offset_px[0] + flow_px[:, 0], v + offset_px[1] + flow_px[:, 1]
     grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], dim=-1).to(source.dtype)
     finite = torch.isfinite(grid).all(dim=-1, keepdim=True)
     warped = F.grid_sample(source, torch.where(finite, grid, 0), mode="bilinear", padding_mode="border",

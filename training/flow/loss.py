@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from training.backbone import SCALES
 from training.photometric import edge_aware_smoothness, photometric_error, warp_by_flow
 
 
@@ -81,6 +82,13 @@ class FlowLossConfig:
     whose unmatched error exceeds 0.1 (half of them before the net has learned anything) is cheaper
     thrown out of view than matched: at 640x192 nets fell into that (loss 0.084, flow 3.6x worse than
     none) before they found the far matches. See `bench/flow_loss_landscape.py`."""
+    full_image_margin: float = 0.0
+    """Share of the training width and height, on each side, that the net does not see and the loss may
+    still warp into (SMURF's full-image warping; `margin_px`): the net predicts flow for the centre of each
+    training frame, and a pixel whose match leaves that centre but not the frame is scored instead of
+    excluded. Driving forward, the pixels that leave the view are the fastest ones: at 192x64 and 5 Hz
+    30 % of them, moving 30 px on average against 5.7 px for the rest, and without it the loss never
+    tells the net where they go. Validation and transfer see whole frames."""
     pyramid: bool = True
     """Score each scale's flow on the images downsampled to that scale (True), so coarse scales see
     displacements of a few pixels that local image gradients can find, whatever the input size (ARFlow,
@@ -88,6 +96,20 @@ class FlowLossConfig:
     which gives every scale the full-size basin. On by default since 2026-12-04: on the CPU proxy of the
     seed's displacements (192x64 at 5 Hz, 10.4 px on average, 1250 steps of batch 16) the validation EPE
     ends at 0.48x the zero-flow score with it and 1.39x without (README, Results)."""
+
+
+MARGIN_STEP_PX = 2 ** max(SCALES)
+"""Full-image margins are multiples of this, so every scale's share of them is whole pixels."""
+
+
+def margin_px(config: FlowLossConfig, width_px: int, height_px: int) -> tuple[int, int]:
+    """(x, y) pixels on each side of a width x height training frame that the net does not see
+    (`FlowLossConfig.full_image_margin`), rounded to multiples of `MARGIN_STEP_PX`; (0, 0) when off."""
+    x, y = (MARGIN_STEP_PX * round(config.full_image_margin * n / MARGIN_STEP_PX) for n in (width_px, height_px))
+    if 2 * x >= width_px - 2 * MARGIN_STEP_PX or 2 * y >= height_px - 2 * MARGIN_STEP_PX:
+        raise ValueError(f"a full-image margin of {config.full_image_margin:g} leaves too little of "
+                         f"{width_px}x{height_px} for the net to see")
+    return x, y
 
 
 def _flow_where_scored(flow_px: torch.Tensor, full_size: tuple[int, int], pyramid: bool) -> torch.Tensor:
@@ -118,17 +140,21 @@ def _smoothness(flow_px: torch.Tensor, target: torch.Tensor, scale: int, order: 
 
 def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch.Tensor],
               backward_flows: dict[int, torch.Tensor] | None, config: FlowLossConfig = FlowLossConfig(),
-              visible: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              visible: torch.Tensor | None = None, margin_px: tuple[int, int] = (0, 0)) -> dict[str, torch.Tensor]:
     """Loss of flows (in input pixels) from `target` pixels into `source`, averaged over scales.
 
-    `visible` (B, 1, H, W) in {0, 1}: 0 under static overlays of the video (a logo, a clock), the same in
-    both frames. Those target pixels are left out, and a flow landing on them in the source counts as
-    leaving the view. Returns 'loss' (to minimise), 'photometric', 'smoothness' and 'excluded' (share of
-    the visible pixels masked out, for logging) and, at full size, 'warped' and 'mask' (for pictures).
+    `visible` (B, 1) + the source's size, in {0, 1}: 0 under static overlays of the video (a logo, a
+    clock), the same in both frames. Those target pixels are left out, and a flow landing on them in the
+    source counts as leaving the view. With `margin_px` (x, y), multiples of 2^3 so every scale keeps
+    whole pixels, `target` and the flows cover only the centre of `source`, which is larger by that margin
+    on each side: a pixel whose match leaves the target's view but not the source's is scored like any
+    other instead of excluded (SMURF's full-image warping). Returns 'loss' (to minimise), 'photometric',
+    'smoothness' and 'excluded' (share of the visible pixels masked out, for logging) and, at full size,
+    'warped' and 'mask' (for pictures).
     """
     full_size = target.shape[-2:]
     if visible is None:
-        visible = torch.ones_like(target[:, :1])
+        visible = torch.ones_like(source[:, :1])
     total = photometric_sum = smooth_sum = excluded_sum = 0.0
     warped = mask = None
     compare = census_error if config.error == "census" else photometric_error
@@ -136,10 +162,17 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
     for scale, flow in sorted(flows.items()):
         scored = _flow_where_scored(flow, full_size, config.pyramid)
         size = scored.shape[-2:]
-        target_s, source_s = (x if size == full_size else F.interpolate(x, size=size, mode="area")
-                              for x in (target, source))
-        visible_s = visible if size == full_size else F.interpolate(visible, size=size, mode="nearest")
-        warped_both, inside = warp_by_flow(torch.cat([source_s, visible_s], dim=1), scored)
+        offset = (margin_px[0] * size[1] // full_size[1], margin_px[1] * size[0] // full_size[0])
+        if (offset[0] * full_size[1], offset[1] * full_size[0]) != (margin_px[0] * size[1], margin_px[1] * size[0]):
+            raise ValueError(f"a margin of {margin_px} px is not a whole number of pixels at {tuple(size)}")
+        source_size = (size[0] + 2 * offset[1], size[1] + 2 * offset[0])
+        target_s = target if size == full_size else F.interpolate(target, size=size, mode="area")
+        source_s, visible_source = ((source, visible) if source_size == source.shape[-2:] else
+                                    (F.interpolate(source, size=source_size, mode="area"),
+                                     F.interpolate(visible, size=source_size, mode="nearest")))
+        in_target = (..., slice(offset[1], offset[1] + size[0]), slice(offset[0], offset[0] + size[1]))
+        visible_s = visible_source[in_target]
+        warped_both, inside = warp_by_flow(torch.cat([source_s, visible_source], dim=1), scored, offset)
         warped_s, mask_s = warped_both[:, :3], inside * (warped_both[:, 3:] > 0.5)
         if config.occlusion_masking and backward_flows is not None:
             back = _flow_where_scored(backward_flows[scale], full_size, config.pyramid)
@@ -147,7 +180,7 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
         error = compare(warped_s, target_s)
         if tuple(size) not in exit_costs:
             with torch.no_grad():
-                exit_costs[tuple(size)] = (compare(source_s, target_s).clamp(min=config.occlusion_penalty)
+                exit_costs[tuple(size)] = (compare(source_s[in_target], target_s).clamp(min=config.occlusion_penalty)
                                            if config.exit_costs_standing_still
                                            else torch.full_like(error, config.occlusion_penalty))
         exit_cost = exit_costs[tuple(size)]

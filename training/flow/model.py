@@ -76,7 +76,10 @@ class FlowDecoder(nn.Module):
         x = features[-1]
         flows = {}
         for i, level in enumerate(range(4, -1, -1)):
-            x = F.interpolate(self.up[i](x), scale_factor=2, mode="nearest")
+            # to the skip's size: inputs that are not multiples of 32 (full-image warping's centre crops)
+            # have odd feature maps, which ResNet's strides round up
+            size = features[level - 1].shape[-2:] if level > 0 else [2 * n for n in x.shape[-2:]]
+            x = F.interpolate(self.up[i](x), size=size, mode="nearest")
             if level > 0:
                 x = torch.cat([x, features[level - 1]], dim=1)
             x = self.fuse[i](x)

@@ -23,7 +23,7 @@ from torchvision.utils import flow_to_image
 from training.backbone import SCALES
 from training.checkpoints import PRETRAINING
 from training.flow.data import DataConfig, train_loader, val_loader
-from training.flow.loss import FlowLossConfig, flow_loss
+from training.flow.loss import FlowLossConfig, flow_loss, margin_px
 from training.flow.model import GeoPtFlowModel
 from training.loop import LoopConfig, Task, train
 from training.photometric import photometric_error, warp_by_flow
@@ -91,20 +91,24 @@ def to_input(frames: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: PretrainConfig, runtime: Runtime,
-                visible: torch.Tensor | None = None) -> dict:
+                visible: torch.Tensor | None = None, margin_px: tuple[int, int] = (0, 0)) -> dict:
     """Forward and backward flow of a batch of pairs in one pass; the loss averaged over both directions.
-    `visible` (B, 1, H, W): 0 under the videos' static overlays (see `flow_loss`). Returns 'loss',
-    'photometric', 'smoothness', 'excluded' and, for pictures, 'flow' (forward, full size), 'warped' and
-    'mask'."""
+    `visible` (B, 1, H, W): 0 under the videos' static overlays (see `flow_loss`). With `margin_px` (x, y)
+    the net sees only the frames' centres, without that margin, and the loss warps into the whole frames
+    (`FlowLossConfig.full_image_margin`). Returns 'loss', 'photometric', 'smoothness', 'excluded' and, for
+    pictures, 'target' (what the net saw), 'flow' (forward, at the net's input size), 'warped' and 'mask'."""
+    (mx, my), (h, w) = margin_px, target.shape[-2:]
+    seen = (..., slice(my, h - my), slice(mx, w - mx))
     with runtime.autocast():
-        flows = model(torch.cat([target, source]), torch.cat([source, target]))
+        flows = model(torch.cat([target[seen], source[seen]]), torch.cat([source[seen], target[seen]]))
     flows = {s: f.float() for s, f in flows.items()}
     b = target.shape[0]
     swapped = {s: torch.cat([f[b:], f[:b]]) for s, f in flows.items()} if config.loss.occlusion_masking else None
     visible = None if visible is None else torch.cat([visible, visible])
     # one loss over the doubled batch: the mean of both directions (their visible pixels are the same)
-    out = flow_loss(torch.cat([target, source]), torch.cat([source, target]), flows, swapped, config.loss, visible)
-    return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")},
+    out = flow_loss(torch.cat([target[seen], source[seen]]), torch.cat([source, target]), flows, swapped,
+                    config.loss, visible, margin_px)
+    return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, "target": target[seen],
             "flow": flows[0][:b].detach(), "flows": {s: f[:b].detach() for s, f in flows.items()},
             "warped": out["warped"][:b], "mask": out["mask"][:b]}
 
@@ -179,6 +183,7 @@ class PretrainTask(Task):
         if config.half_size_steps and (width % 64 or height % 64 or min(width, height) < 128):
             raise ValueError(f"a resolution curriculum halves the size, so {width}x{height} must be a multiple "
                              "of 64 each way and at least 128x128")
+        margin_px(config.loss, width, height)  # a margin that leaves the net too little fails here, not mid-run
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
@@ -223,7 +228,8 @@ class PretrainTask(Task):
         if self.step < self.config.half_size_steps:
             target, source = (F.interpolate(x, scale_factor=0.5, mode="area") for x in (target, source))
             visible = F.interpolate(visible, scale_factor=0.5, mode="nearest")
-        return {**flow_losses(model, target, source, self.config, runtime, visible), "target": target, "source": source}
+        margin = margin_px(self.config.loss, target.shape[-1], target.shape[-2])
+        return {**flow_losses(model, target, source, self.config, runtime, visible, margin), "source": source}
 
     def scalars(self, out: dict) -> dict[str, float]:
         scalars = {key: float(out[key].detach()) for key in ("loss", "photometric", "smoothness", "excluded")}
