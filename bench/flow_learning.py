@@ -65,6 +65,8 @@ VARIANTS = {
     "pyramid_motion_head": Variant(FlowLossConfig(pyramid=True), motion_head=True),
     "pyramid_head_antisymmetric": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True),
     "pyramid_head_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True),
+    "head_antisymmetric_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
+                                            antisymmetric=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
     "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
@@ -175,6 +177,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="loader processes per run (default: %(default)s)")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="keep each run's folder (config, log, last.pt) and the validation shards under "
+                             "OUT/runs, to look at the trained nets afterwards")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "flow_learning",
                         help="where flow_learning.json and the curves go (default: %(default)s)")
     args = parser.parse_args()
@@ -201,7 +206,8 @@ def main() -> None:
         if args.data == "mined":
             shards = mined_training_shards(tmp / "mined", args, max(w for w, _ in sizes.values()), gap)
         for size, (width, height) in sizes.items():
-            val = tmp / size / "val"
+            runs_root = args.out / "runs" if args.keep_runs else tmp
+            val = runs_root / size / "val"
             write_world_shards(val, 2, 10, 7000, width_px=width, height_px=height, frame_rate_hz=args.fps,
                                workers=os.cpu_count() or 1)
             zero[size] = zero_flow_epe_px(val, size)
@@ -219,7 +225,7 @@ def main() -> None:
                 config = PretrainConfig(
                     data=DataConfig(shards=str(shards / "*.tar"), width_px=width, height_px=height,
                                     batch_size=args.batch_size, workers=args.workers),
-                    run_dir=tmp / size / name, val_shards=str(val), steps=run_steps,
+                    run_dir=runs_root / size / name, val_shards=str(val), steps=run_steps,
                     warmup_steps=max(1, run_steps // 20), val_every=max(1, run_steps // 8),
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,
                     device=args.device, lr=args.lr, loss=variant.loss,

@@ -84,8 +84,9 @@ class FlowLossConfig:
     none) before they found the far matches. See `bench/flow_loss_landscape.py`."""
     full_image_margin: float = 0.0
     """Share of the training width and height, on each side, that the net does not see and the loss may
-    still warp into (SMURF's full-image warping; `margin_px`): the net predicts flow for the centre of each
-    training frame, and a pixel whose match leaves that centre but not the frame is scored instead of
+    still warp into (SMURF's full-image warping; `margin_px`): the net predicts flow for a window of each
+    training frame smaller by twice the margin, placed at random (so every part of the frame is seen
+    sometimes), and a pixel whose match leaves the window but not the frame is scored instead of
     excluded. Driving forward, the pixels that leave the view are the fastest ones: at 192x64 and 5 Hz
     30 % of them, moving 30 px on average against 5.7 px for the rest, and without it the loss never
     tells the net where they go. Validation and transfer see whole frames."""
@@ -103,8 +104,9 @@ MARGIN_STEP_PX = 2 ** max(SCALES)
 
 
 def margin_px(config: FlowLossConfig, width_px: int, height_px: int) -> tuple[int, int]:
-    """(x, y) pixels on each side of a width x height training frame that the net does not see
-    (`FlowLossConfig.full_image_margin`), rounded to multiples of `MARGIN_STEP_PX`; (0, 0) when off."""
+    """(x, y) pixels by which the net's window is narrower and lower than a width x height training frame,
+    on each side (`FlowLossConfig.full_image_margin`), rounded to multiples of `MARGIN_STEP_PX`; (0, 0) when
+    off."""
     x, y = (MARGIN_STEP_PX * round(config.full_image_margin * n / MARGIN_STEP_PX) for n in (width_px, height_px))
     if 2 * x >= width_px - 2 * MARGIN_STEP_PX or 2 * y >= height_px - 2 * MARGIN_STEP_PX:
         raise ValueError(f"a full-image margin of {config.full_image_margin:g} leaves too little of "
@@ -140,15 +142,15 @@ def _smoothness(flow_px: torch.Tensor, target: torch.Tensor, scale: int, order: 
 
 def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch.Tensor],
               backward_flows: dict[int, torch.Tensor] | None, config: FlowLossConfig = FlowLossConfig(),
-              visible: torch.Tensor | None = None, margin_px: tuple[int, int] = (0, 0)) -> dict[str, torch.Tensor]:
+              visible: torch.Tensor | None = None, offset_px: tuple[int, int] = (0, 0)) -> dict[str, torch.Tensor]:
     """Loss of flows (in input pixels) from `target` pixels into `source`, averaged over scales.
 
     `visible` (B, 1) + the source's size, in {0, 1}: 0 under static overlays of the video (a logo, a
     clock), the same in both frames. Those target pixels are left out, and a flow landing on them in the
-    source counts as leaving the view. With `margin_px` (x, y), multiples of 2^3 so every scale keeps
-    whole pixels, `target` and the flows cover only the centre of `source`, which is larger by that margin
-    on each side: a pixel whose match leaves the target's view but not the source's is scored like any
-    other instead of excluded (SMURF's full-image warping). Returns 'loss' (to minimise), 'photometric',
+    source counts as leaving the view. `source` may be larger than `target`, whose window in it starts at
+    `offset_px` (x, y; multiples of `MARGIN_STEP_PX` so every scale keeps whole pixels): a pixel whose
+    match leaves the target's view but not the source's is then scored like any other instead of
+    excluded (SMURF's full-image warping). Returns 'loss' (to minimise), 'photometric',
     'smoothness' and 'excluded' (share of the visible pixels masked out, for logging) and, at full size,
     'warped' and 'mask' (for pictures).
     """
@@ -162,10 +164,13 @@ def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch
     for scale, flow in sorted(flows.items()):
         scored = _flow_where_scored(flow, full_size, config.pyramid)
         size = scored.shape[-2:]
-        offset = (margin_px[0] * size[1] // full_size[1], margin_px[1] * size[0] // full_size[0])
-        if (offset[0] * full_size[1], offset[1] * full_size[0]) != (margin_px[0] * size[1], margin_px[1] * size[0]):
-            raise ValueError(f"a margin of {margin_px} px is not a whole number of pixels at {tuple(size)}")
-        source_size = (size[0] + 2 * offset[1], size[1] + 2 * offset[0])
+        shrink = full_size[1] // size[1]  # 2^scale with `pyramid`, else 1
+        offset = (offset_px[0] // shrink, offset_px[1] // shrink)
+        source_size = (source.shape[-2] // shrink, source.shape[-1] // shrink)
+        if (offset[0] * shrink, offset[1] * shrink, source_size[0] * shrink, source_size[1] * shrink) != (
+                *offset_px, *source.shape[-2:]):
+            raise ValueError(f"a window at {offset_px} px in a {source.shape[-1]}x{source.shape[-2]} source is "
+                             f"not whole pixels at 1/{shrink} size")
         target_s = target if size == full_size else F.interpolate(target, size=size, mode="area")
         source_s, visible_source = ((source, visible) if source_size == source.shape[-2:] else
                                     (F.interpolate(source, size=source_size, mode="area"),

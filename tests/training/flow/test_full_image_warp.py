@@ -1,12 +1,16 @@
 """Full-image warping: the net sees each training frame's centre, and the loss warps into the whole
 frame, so pixels that leave the net's view still learn where they go (issue: long displacements)."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from formats.files import read_jsonl
 from training.flow.loss import FlowLossConfig, flow_loss, margin_px
-from training.flow.pretrain import PretrainTask, pretrain
+from training.flow.model import GeoPtFlowModel
+from training.flow.pretrain import PretrainTask, flow_losses, pretrain
 from training.photometric import photometric_error
+from training.runtime import start_runtime
 
 from tests.training.flow.test_long_displacements import _record_input_sizes
 from tests.training.flow.test_pretrain import tiny_config, world_pair
@@ -28,12 +32,12 @@ def test_pixels_leaving_the_nets_view_are_scored_against_the_whole_frame():
     assert border.float().mean() > 0.05
 
     cropped = flow_loss(target, source[CENTRE], {0: flow}, None)
-    whole = flow_loss(target, source, {0: flow}, None, margin_px=MARGIN)
+    whole = flow_loss(target, source, {0: flow}, None, offset_px=MARGIN)
     assert cropped["mask"][border].max() == 0 and whole["mask"][border].min() == 1
     assert float(whole["excluded"]) < float(cropped["excluded"]) - 0.05
 
     wrong = flow_loss(target, source, {0: flow + torch.tensor([3.0, -2.0])[None, :, None, None]}, None,
-                      margin_px=MARGIN)
+                      offset_px=MARGIN)
     border_error = lambda out: float(photometric_error(out["warped"], target)[border].mean())
     assert border_error(whole) < 0.6 * border_error(wrong)
 
@@ -46,11 +50,27 @@ def test_every_scale_of_the_pyramid_warps_into_the_same_whole_frame():
     source = torch.roll(image, shifts=8, dims=-1)  # everything moves 8 px right
     target = image[CENTRE]
     flows = {s: torch.tensor([8.0, 0.0]).view(1, 2, 1, 1).expand(1, 2, 48 >> s, 144 >> s) for s in (0, 1, 2, 3)}
-    out = flow_loss(target, source, flows, None, FlowLossConfig(pyramid=True), margin_px=MARGIN)
+    out = flow_loss(target, source, flows, None, FlowLossConfig(pyramid=True), offset_px=MARGIN)
     assert float(out["excluded"]) == 0.0
     assert float(out["photometric"]) < 0.02
-    with pytest.raises(ValueError, match=r"margin of \(4, 8\) px is not a whole number of pixels"):
-        flow_loss(image[..., 8:56, 4:188], source, flows, None, margin_px=(4, 8))
+    with pytest.raises(ValueError, match=r"window at \(4, 8\) px in a 192x64 source is not whole pixels at 1/8 size"):
+        flow_loss(image[..., 8:56, 4:148], source, flows, None, offset_px=(4, 8))
+
+
+def test_the_nets_window_wanders_over_the_whole_frame():
+    """At a fixed place the net would never see the frame's outermost pixels, the fastest ones, which
+    validation asks it about; so each step puts its window somewhere else on the margin's grid."""
+    frames = torch.arange(64 * 128, dtype=torch.float32).view(1, 1, 64, 128).expand(2, 3, 64, 128) / (64 * 128)
+    config = tiny_config(Path("unused"), Path("unused"))
+    model = GeoPtFlowModel()
+    corners = set()
+    for _ in range(40):
+        seen = flow_losses(model, frames, frames, config, start_runtime("cpu"), margin_px=(16, 8))["target"]
+        assert seen.shape[-2:] == (48, 96)
+        top_left = int(seen[0, 0, 0, 0] * 64 * 128)
+        corners.add((top_left % 128, top_left // 128))
+    assert corners <= {(x, y) for x in (0, 8, 16, 24, 32) for y in (0, 8, 16)}
+    assert {(0, 0), (32, 16)} & corners and len(corners) >= 8
 
 
 def test_pretraining_with_a_margin_trains_on_centres_and_validates_on_whole_frames(world_shards, tmp_path,
