@@ -84,10 +84,10 @@ class FlowLossConfig:
     none) before they found the far matches. See `bench/flow_loss_landscape.py`."""
     full_image_margin: float = 0.0
     """Share of the training width and height, on each side, that the net does not see and the loss may
-    still warp into (SMURF's full-image warping; `margin_px`): the net predicts flow for a window of each
-    training frame smaller by twice the margin, placed at random (so every part of the frame is seen
-    sometimes), and a pixel whose match leaves the window but not the frame is scored instead of
-    excluded. Driving forward, the pixels that leave the view are the fastest ones: at 192x64 and 5 Hz
+    still warp into (SMURF's full-image warping; `margin_px`): the net predicts flow for the centre of each
+    training frame, and a pixel whose match leaves that centre but not the frame is scored instead of
+    excluded. The centre, not a window placed at random as SMURF's crops are: on the 5 Hz proxy a
+    wandering window ended at 0.86x the zero-flow score, the centre at 0.44x (README, Results). Driving forward, the pixels that leave the view are the fastest ones: at 192x64 and 5 Hz
     30 % of them, moving 30 px on average against 5.7 px for the rest, and without it the loss never
     tells the net where they go. Validation and transfer see whole frames."""
     pyramid: bool = True
@@ -104,9 +104,8 @@ MARGIN_STEP_PX = 2 ** max(SCALES)
 
 
 def margin_px(config: FlowLossConfig, width_px: int, height_px: int) -> tuple[int, int]:
-    """(x, y) pixels by which the net's window is narrower and lower than a width x height training frame,
-    on each side (`FlowLossConfig.full_image_margin`), rounded to multiples of `MARGIN_STEP_PX`; (0, 0) when
-    off."""
+    """(x, y) pixels on each side of a width x height training frame that the net does not see
+    (`FlowLossConfig.full_image_margin`), rounded to multiples of `MARGIN_STEP_PX`; (0, 0) when off."""
     x, y = (MARGIN_STEP_PX * round(config.full_image_margin * n / MARGIN_STEP_PX) for n in (width_px, height_px))
     if 2 * x >= width_px - 2 * MARGIN_STEP_PX or 2 * y >= height_px - 2 * MARGIN_STEP_PX:
         raise ValueError(f"a full-image margin of {config.full_image_margin:g} leaves too little of "

@@ -23,7 +23,7 @@ from torchvision.utils import flow_to_image
 from training.backbone import SCALES
 from training.checkpoints import PRETRAINING
 from training.flow.data import DataConfig, train_loader, val_loader
-from training.flow.loss import MARGIN_STEP_PX, FlowLossConfig, flow_loss, margin_px
+from training.flow.loss import FlowLossConfig, flow_loss, margin_px
 from training.flow.model import GeoPtFlowModel
 from training.loop import LoopConfig, Task, train
 from training.photometric import photometric_error, warp_by_flow
@@ -94,13 +94,12 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
                 visible: torch.Tensor | None = None, margin_px: tuple[int, int] = (0, 0)) -> dict:
     """Forward and backward flow of a batch of pairs in one pass; the loss averaged over both directions.
     `visible` (B, 1, H, W): 0 under the videos' static overlays (see `flow_loss`). With `margin_px` (x, y)
-    the net sees a window of the frames smaller by twice that, at a random place on the grid of
-    `MARGIN_STEP_PX`, and the loss warps into the whole frames (`FlowLossConfig.full_image_margin`).
-    Returns 'loss', 'photometric', 'smoothness', 'excluded' and, for pictures, 'target' (what the net
-    saw), 'flow' (forward, at the net's input size), 'warped' and 'mask'."""
+    the net sees only the frames' centres, without that margin on each side, and the loss warps into the
+    whole frames (`FlowLossConfig.full_image_margin`). Returns 'loss', 'photometric', 'smoothness',
+    'excluded' and, for pictures, 'target' (what the net saw), 'flow' (forward, at the net's input size),
+    'warped' and 'mask'."""
     (mx, my), (h, w) = margin_px, target.shape[-2:]
-    x, y = (MARGIN_STEP_PX * int(torch.randint(0, 2 * m // MARGIN_STEP_PX + 1, ())) if m else 0 for m in (mx, my))
-    seen = (..., slice(y, y + h - 2 * my), slice(x, x + w - 2 * mx))
+    seen = (..., slice(my, h - my), slice(mx, w - mx))
     with runtime.autocast():
         flows = model(torch.cat([target[seen], source[seen]]), torch.cat([source[seen], target[seen]]))
     flows = {s: f.float() for s, f in flows.items()}
@@ -109,7 +108,7 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
     visible = None if visible is None else torch.cat([visible, visible])
     # one loss over the doubled batch: the mean of both directions (their visible pixels are the same)
     out = flow_loss(torch.cat([target[seen], source[seen]]), torch.cat([source, target]), flows, swapped,
-                    config.loss, visible, (x, y))
+                    config.loss, visible, margin_px)
     return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, "target": target[seen],
             "flow": flows[0][:b].detach(), "flows": {s: f[:b].detach() for s, f in flows.items()},
             "warped": out["warped"][:b], "mask": out["mask"][:b]}
