@@ -76,6 +76,7 @@ VARIANTS = {
     "pyramid_c2f_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2, coarse_to_fine=True),
     "res_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, half_size_share=1 / 3),  # sizes of at least 128x128
     "gap_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, short_gap_share=1 / 3),
+    "head_gap_curriculum": Variant(FlowLossConfig(pyramid=True), short_gap_share=1 / 3, motion_head=True),
 }
 """Loss variants by name. `flat_exit` is the loss before the 640x192 fix (each pixel out of view costs a
 flat 0.1); `upsampled` the default until 2026-12-04 (every scale's flow upsampled to full size and scored
