@@ -70,3 +70,20 @@ def test_a_margin_that_leaves_the_net_too_little_says_so(world_shards, tmp_path)
     config = tiny_config(world_shards, tmp_path / "run", loss=FlowLossConfig(full_image_margin=0.4))
     with pytest.raises(ValueError, match="full-image margin of 0.4 leaves too little of 128x64"):
         PretrainTask(config)
+
+
+def test_the_out_of_view_bench_splits_the_zero_flow_score_by_where_matches_land():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "flow_out_of_view.py"
+    spec = importlib.util.spec_from_file_location("flow_out_of_view", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flows = torch.zeros(1, 4, 10, 2)
+    flows[0, :, :8, 0] = 1.0  # 32 pixels move 1 px right and stay in the frame
+    flows[0, :, 8:, 0] = 4.0  # the last two columns move 4 px right: off the frame
+    stats = bench.out_of_view(flows.numpy())
+    assert stats["leaving_share"] == pytest.approx(0.2)
+    assert stats["leaving_flow_px"] == 4.0 and stats["staying_flow_px"] == 1.0
+    assert stats["zero_flow_score_leaving"] == pytest.approx(32 / (32 + 32))
