@@ -65,8 +65,6 @@ VARIANTS = {
     "pyramid_motion_head": Variant(FlowLossConfig(pyramid=True), motion_head=True),
     "pyramid_head_antisymmetric": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True),
     "pyramid_head_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True),
-    "head_antisymmetric_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
-                                            antisymmetric=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
     "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),

@@ -99,17 +99,17 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
     'excluded' and, for pictures, 'target' (what the net saw), 'flow' (forward, at the net's input size),
     'warped' and 'mask'."""
     (mx, my), (h, w) = margin_px, target.shape[-2:]
-    seen = (..., slice(my, h - my), slice(mx, w - mx))
+    seen_target, seen_source = (x[..., my:h - my, mx:w - mx] for x in (target, source))
     with runtime.autocast():
-        flows = model(torch.cat([target[seen], source[seen]]), torch.cat([source[seen], target[seen]]))
+        flows = model(torch.cat([seen_target, seen_source]), torch.cat([seen_source, seen_target]))
     flows = {s: f.float() for s, f in flows.items()}
     b = target.shape[0]
     swapped = {s: torch.cat([f[b:], f[:b]]) for s, f in flows.items()} if config.loss.occlusion_masking else None
     visible = None if visible is None else torch.cat([visible, visible])
     # one loss over the doubled batch: the mean of both directions (their visible pixels are the same)
-    out = flow_loss(torch.cat([target[seen], source[seen]]), torch.cat([source, target]), flows, swapped,
+    out = flow_loss(torch.cat([seen_target, seen_source]), torch.cat([source, target]), flows, swapped,
                     config.loss, visible, margin_px)
-    return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, "target": target[seen],
+    return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, "target": seen_target,
             "flow": flows[0][:b].detach(), "flows": {s: f[:b].detach() for s, f in flows.items()},
             "warped": out["warped"][:b], "mask": out["mask"][:b]}
 

@@ -80,10 +80,10 @@ def test_the_out_of_view_bench_splits_the_zero_flow_score_by_where_matches_land(
     spec = importlib.util.spec_from_file_location("flow_out_of_view", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    flows = torch.zeros(1, 4, 10, 2)
-    flows[0, :, :8, 0] = 1.0  # 32 pixels move 1 px right and stay in the frame
-    flows[0, :, 8:, 0] = 4.0  # the last two columns move 4 px right: off the frame
-    stats = bench.out_of_view(flows.numpy())
+    flows = torch.zeros(1, 2, 4, 10)
+    flows[0, 0, :, :8] = 1.0  # 32 pixels move 1 px right and stay in the frame
+    flows[0, 0, :, 8:] = 4.0  # the last two columns move 4 px right: off the frame
+    stats = bench.out_of_view(flows)
     assert stats["leaving_share"] == pytest.approx(0.2)
     assert stats["leaving_flow_px"] == 4.0 and stats["staying_flow_px"] == 1.0
     assert stats["zero_flow_score_leaving"] == pytest.approx(32 / (32 + 32))
