@@ -43,17 +43,27 @@ def out_of_view(flows: torch.Tensor) -> dict[str, float]:
             "zero_flow_score_leaving": float(length[~inside].sum() / length.sum())}
 
 
+def parse_case(text: str) -> tuple[int, int, float]:
+    """'WIDTHxHEIGHT@HZ' -> (width, height, rate); argparse turns a ValueError into one line."""
+    try:
+        size, rate = text.split("@")
+        width, height = (int(n) for n in size.split("x"))
+        return width, height, float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT@HZ, e.g. 640x192@10") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", action="append", help=f"WIDTHxHEIGHT@HZ, repeatable (default: {', '.join(CASES)})")
+    parser.add_argument("--case", action="append", type=parse_case,
+                        help=f"WIDTHxHEIGHT@HZ, repeatable (default: {', '.join(CASES)})")
     args = parser.parse_args()
-    for case in args.case or CASES:
-        size, rate = case.split("@")
-        width, height = (int(n) for n in size.split("x"))
+    for width, height, rate in args.case or [parse_case(c) for c in CASES]:
+        size = f"{width}x{height}"
         with tempfile.TemporaryDirectory() as tmp:
-            write_world_shards(Path(tmp), 2, 10, 7000, width_px=width, height_px=height, frame_rate_hz=float(rate))
+            write_world_shards(Path(tmp), 2, 10, 7000, width_px=width, height_px=height, frame_rate_hz=rate)
             s = out_of_view(true_flows(Path(tmp), width, height))
-        print(f"{size} at {rate} Hz: mean flow {s['mean_flow_px']:.2f} px ({s['share_of_width']:.1%} of the width); "
+        print(f"{size} at {rate:g} Hz: mean flow {s['mean_flow_px']:.2f} px ({s['share_of_width']:.1%} of the width); "
               f"{s['leaving_share']:.1%} of the pixels leave the view, moving {s['leaving_flow_px']:.1f} px against "
               f"{s['staying_flow_px']:.1f} px for the rest, and carry {s['zero_flow_score_leaving']:.0%} of the "
               "zero-flow score", flush=True)
