@@ -85,6 +85,11 @@ from training.options import loop_options, size_callback
                    "reversed pair's (the motion head reads the code difference): a frame paired with itself gets "
                    "exactly no flow, so nothing guessed from the target frame alone survives. A second decoder "
                    "pass per pair.")
+@click.option("--rigid-flow", is_flag=True,
+              help="Add the flow of a still scene under the camera's translation, from an inverse depth decoded from "
+                   "the target frame alone and a translation read off the motion code: a pixel that leaves the view "
+                   "going forward is in view going backward, and the depth both directions share says where it "
+                   "goes. A second decoder (without the code) per pair.")
 @click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
               help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
                    "move half as far). The size must be a multiple of 64 each way and at least 128x128.")

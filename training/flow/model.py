@@ -39,18 +39,13 @@ class MotionEncoder(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-class FlowDecoder(nn.Module):
-    """U-Net decoder over the structure features, each level scaled and shifted by the motion code (FiLM).
+class ModulatedUNet(nn.Module):
+    """U-Net decoder trunk over the structure features, each level scaled and shifted by the motion code
+    (FiLM) when `motion_dim` > 0; yields each scale's features for the heads of `FlowDecoder` and
+    `InverseDepthDecoder`."""
 
-    With `coarse_to_fine`, each scale's flow is the coarser scale's flow upsampled plus this scale's head:
-    the finer heads only refine, within the few pixels their own images can resolve, a motion the coarse
-    scales found where it is a pixel or two long (PWC-Net's and UFlow's accumulated flow, without their
-    cost volume: this decoder never sees the source frame)."""
-
-    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, film_starts_identity: bool = True,
-                 coarse_to_fine: bool = False):
+    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, film_starts_identity: bool = True):
         super().__init__()
-        self.coarse_to_fine = coarse_to_fine
         self.widths = [16, 32, 64, 128, 256]
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
@@ -60,21 +55,17 @@ class FlowDecoder(nn.Module):
             self.up.append(ConvBlock(c_in, self.widths[level]))
             skip = encoder_channels[level - 1] if level > 0 else 0
             self.fuse.append(ConvBlock(self.widths[level] + skip, self.widths[level]))
-            self.film.append(nn.Linear(motion_dim, 2 * self.widths[level]))
-        self.heads = nn.ModuleDict({str(s): nn.Conv2d(self.widths[s], 2, 3, padding=1) for s in SCALES})
-        if coarse_to_fine:  # the finer heads start as refinements that add nothing to the coarsest flow
-            for scale in SCALES[:-1]:
-                nn.init.zeros_(self.heads[str(scale)].weight)
-                nn.init.zeros_(self.heads[str(scale)].bias)
+            if motion_dim:
+                self.film.append(nn.Linear(motion_dim, 2 * self.widths[level]))
         if film_starts_identity:
             for film in self.film:
                 nn.init.zeros_(film.weight)
                 nn.init.zeros_(film.bias)
 
-    def forward(self, features: list[torch.Tensor], code: torch.Tensor) -> dict[int, torch.Tensor]:
-        """-> {scale: (B, 2, H / 2^scale, W / 2^scale) flow (du, dv) in input-image pixels}."""
+    def levels(self, features: list[torch.Tensor], code: torch.Tensor | None):
+        """Yields (scale, features (B, widths[scale], H / 2^scale, W / 2^scale)) for each of `SCALES`,
+        coarsest first."""
         x = features[-1]
-        flows = {}
         for i, level in enumerate(range(4, -1, -1)):
             # to the skip's size: inputs that are not multiples of 32 (full-image warping's centre crops)
             # have odd feature maps, which ResNet's strides round up
@@ -83,15 +74,101 @@ class FlowDecoder(nn.Module):
             if level > 0:
                 x = torch.cat([x, features[level - 1]], dim=1)
             x = self.fuse[i](x)
-            gamma, beta = self.film[i](code).chunk(2, dim=1)
-            x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
+            if self.film:
+                gamma, beta = self.film[i](code).chunk(2, dim=1)
+                x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
             if level in SCALES:
-                flow = self.heads[str(level)](x) * FLOW_SCALE_PX
-                if self.coarse_to_fine and level + 1 in flows:  # flow in input pixels: resizing keeps its values
-                    flow = flow + F.interpolate(flows[level + 1], size=flow.shape[-2:], mode="bilinear",
-                                                align_corners=False)
-                flows[level] = flow
+                yield level, x
+
+
+class FlowDecoder(ModulatedUNet):
+    """The structure features, modulated by the motion code at every level, -> flow at every scale.
+
+    With `coarse_to_fine`, each scale's flow is the coarser scale's flow upsampled plus this scale's head:
+    the finer heads only refine, within the few pixels their own images can resolve, a motion the coarse
+    scales found where it is a pixel or two long (PWC-Net's and UFlow's accumulated flow, without their
+    cost volume: this decoder never sees the source frame)."""
+
+    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, film_starts_identity: bool = True,
+                 coarse_to_fine: bool = False):
+        super().__init__(encoder_channels, motion_dim, film_starts_identity)
+        self.coarse_to_fine = coarse_to_fine
+        self.heads = nn.ModuleDict({str(s): nn.Conv2d(self.widths[s], 2, 3, padding=1) for s in SCALES})
+        if coarse_to_fine:  # the finer heads start as refinements that add nothing to the coarsest flow
+            for scale in SCALES[:-1]:
+                nn.init.zeros_(self.heads[str(scale)].weight)
+                nn.init.zeros_(self.heads[str(scale)].bias)
+
+    def forward(self, features: list[torch.Tensor], code: torch.Tensor) -> dict[int, torch.Tensor]:
+        """-> {scale: (B, 2, H / 2^scale, W / 2^scale) flow (du, dv) in input-image pixels}."""
+        flows = {}
+        for level, x in self.levels(features, code):
+            flow = self.heads[str(level)](x) * FLOW_SCALE_PX
+            if self.coarse_to_fine and level + 1 in flows:  # flow in input pixels: resizing keeps its values
+                flow = flow + F.interpolate(flows[level + 1], size=flow.shape[-2:], mode="bilinear",
+                                            align_corners=False)
+            flows[level] = flow
         return flows
+
+
+class InverseDepthDecoder(ModulatedUNet):
+    """The structure features alone (no motion code) -> a positive inverse depth (B, 1, H / 2^s, W / 2^s)
+    at every scale s, up to one unknown factor per pair that `RigidFlow`'s translation absorbs."""
+
+    def __init__(self, encoder_channels: list[int]):
+        super().__init__(encoder_channels, motion_dim=0)
+        self.heads = nn.ModuleDict({str(s): nn.Conv2d(self.widths[s], 1, 3, padding=1) for s in SCALES})
+
+    def forward(self, features: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+        return {level: F.softplus(self.heads[str(level)](x)) for level, x in self.levels(features, None)}
+
+
+class RigidFlow(nn.Module):
+    """The flow of a still scene under the camera's translation (`translation_flow_px`): inverse depth from
+    the target frame alone, the translation (sideways in units of 10 px, forward) from the motion code
+    alone, through a linear layer that starts at zero. The focal length, the principal point and the
+    inverse depth's unknown scale are absorbed by the translation. Rotation moves pixels whatever their
+    depth, which `MotionHead`'s coarse field already covers.
+
+    Why: a pixel whose match leaves the view going forward (the near road at the bottom, near walls at the
+    sides) is in view going backward, since pretraining pairs each frame with both neighbours. A flow
+    decoder learns each direction's flow separately, so nothing tells it where that pixel goes forward;
+    here the one inverse depth the backward pairs teach sets the forward flow too, including the
+    1 / (1 - rho * tau) by which a near pixel moves further going forward than coming back."""
+
+    MAX_DEPTH_RATIO = 0.8
+    """rho * tau is capped here: 1 would put the point on the camera's next position."""
+
+    def __init__(self, encoder_channels: list[int], motion_dim: int = 128, bias: bool = True):
+        super().__init__()
+        self.inverse_depth = InverseDepthDecoder(encoder_channels)
+        self.translation = nn.Linear(motion_dim, 3, bias=bias)
+        nn.init.zeros_(self.translation.weight)  # starts adding no flow; the code's gradient reaches it at once
+        if bias:
+            nn.init.zeros_(self.translation.bias)
+
+    def forward(self, features: list[torch.Tensor], code: torch.Tensor,
+                input_size: tuple[int, int]) -> dict[int, torch.Tensor]:
+        """-> {scale: (B, 2, H / 2^scale, W / 2^scale) flow in input-image pixels}; `input_size` (H, W)."""
+        a_x, a_y, tau = (t[:, None, None, None] for t in self.translation(code).unbind(dim=1))
+        sideways_px = FLOW_SCALE_PX * torch.cat([a_x, a_y], dim=1)
+        return {scale: translation_flow_px(rho, sideways_px, tau, input_size)
+                for scale, rho in self.inverse_depth(features).items()}
+
+
+def translation_flow_px(inverse_depth: torch.Tensor, sideways_px: torch.Tensor, forward: torch.Tensor,
+                        input_size: tuple[int, int]) -> torch.Tensor:
+    """Flow (B, 2, h, w) in input pixels of pixels at `inverse_depth` (B, 1, h, w), on an h x w grid over
+    an input of `input_size` (H, W), when the camera moves by `sideways_px` (B, 2, 1, 1) and `forward`
+    (B, 1, 1, 1): ``rho * (sideways + forward * p) / (1 - rho * forward)``, p the pixel's offset from the
+    input's centre. With rho = 1 / Z (1/m), forward = t_z (m) and sideways = -f * t_xy (px m) this is the
+    pinhole camera's exact motion of a still point."""
+    h, w = inverse_depth.shape[-2:]
+    ys, xs = ((torch.arange(n, device=inverse_depth.device, dtype=inverse_depth.dtype) + 0.5) * (size / n) - size / 2
+              for n, size in ((h, input_size[0]), (w, input_size[1])))
+    offset_px = torch.stack(torch.broadcast_tensors(xs.view(1, w), ys.view(h, 1)))[None]  # (1, 2, h, w)
+    stretch = 1 / (1 - (inverse_depth * forward).clamp(max=RigidFlow.MAX_DEPTH_RATIO))
+    return inverse_depth * (sideways_px + forward * offset_px) * stretch
 
 
 class MotionHead(nn.Module):
@@ -118,32 +195,39 @@ class MotionHead(nn.Module):
 
 class GeoPtFlowModel(nn.Module):
     """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source:
-    the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow.
+    the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow, plus,
+    with `rigid`, the flow `RigidFlow` derives from an inverse depth and the code's translation.
 
     With `antisymmetric` the decoder runs under the pair's code and under the reversed pair's, and the
-    flow is the difference (the head reads the difference of the codes and has no bias): whatever the
-    decoder would predict from the target frame alone cancels, and a frame paired with itself gets none."""
+    flow is the difference (the head and the rigid translation read the difference of the codes and have
+    no bias): whatever the decoder would predict from the target frame alone cancels, and a frame paired
+    with itself gets none."""
 
     def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True,
-                 coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = False):
+                 coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = False,
+                 rigid: bool = False):
         super().__init__()
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
         self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)
         self.motion_head = MotionHead(motion_dim, bias=not antisymmetric) if motion_head else None
+        self.rigid = RigidFlow(self.structure.channels, motion_dim, bias=not antisymmetric) if rigid else None
         self.antisymmetric = antisymmetric
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
+        structure = self.structure(target)
         if self.antisymmetric:
             b = target.shape[0]
             codes = self.motion(torch.cat([target, source]), torch.cat([source, target]))
             code = codes[:b] - codes[b:]
-            features = [torch.cat([f, f]) for f in self.structure(target)]
-            both = self.decoder(features, codes)
+            both = self.decoder([torch.cat([f, f]) for f in structure], codes)
             flows = {s: f[:b] - f[b:] for s, f in both.items()}
         else:
             code = self.motion(target, source)
-            flows = self.decoder(self.structure(target), code)
+            flows = self.decoder(structure, code)
+        if self.rigid is not None:
+            rigid = self.rigid(structure, code, target.shape[-2:])
+            flows = {scale: flow + rigid[scale] for scale, flow in flows.items()}
         if self.motion_head is None:
             return flows
         coarse = self.motion_head(code)

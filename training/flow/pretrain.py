@@ -50,6 +50,11 @@ class PretrainConfig(LoopConfig):
     pair's, and the motion head reads the difference of the two codes (`GeoPtFlowModel`): a frame paired
     with itself gets exactly no flow, so no flow guessed from the target frame alone survives. Costs a
     second decoder pass."""
+    rigid_flow: bool = False
+    """Add the flow of a still scene under the camera's translation, from an inverse depth decoded from the
+    target frame alone and a translation read off the motion code (`training.flow.model.RigidFlow`): a
+    pixel leaving the view going forward is in view going backward, and the one depth both directions
+    share tells where it goes. Costs a second decoder (without FiLM)."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -192,7 +197,7 @@ class PretrainTask(Task):
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
         return GeoPtFlowModel(self.config.arch, self.config.motion_dim, self.config.film_starts_identity,
                               self.config.coarse_to_fine, self.config.motion_head,
-                              self.config.antisymmetric).to(runtime.device)
+                              self.config.antisymmetric, self.config.rigid_flow).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size
