@@ -54,6 +54,8 @@ class Variant:
     """`PretrainConfig.motion_head` (off in the variants from before 2026-12-05)."""
     antisymmetric: bool = False
     """`PretrainConfig.antisymmetric`."""
+    rigid_flow: bool = False
+    """`PretrainConfig.rigid_flow`."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -65,6 +67,11 @@ VARIANTS = {
     "pyramid_motion_head": Variant(FlowLossConfig(pyramid=True), motion_head=True),
     "pyramid_head_antisymmetric": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True),
     "pyramid_head_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True),
+    "head_antisymmetric_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
+                                            antisymmetric=True),
+    "head_rigid": Variant(FlowLossConfig(), motion_head=True, rigid_flow=True),
+    "head_full_warp_smooth2": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125, smoothness_order=2,
+                                                     smoothness=2.0), motion_head=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
     "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
@@ -173,6 +180,9 @@ def main() -> None:
                         help="driving seconds per video for --data mined (default: %(default)s)")
     parser.add_argument("--variants", default="default",
                         help=f"comma list of {', '.join(VARIANTS)} (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the nets' initialisation and of the order and augmentation of the training "
+                             "pairs; the drives stay the same (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="loader processes per run (default: %(default)s)")
@@ -223,14 +233,15 @@ def main() -> None:
                 variant = VARIANTS[name]
                 config = PretrainConfig(
                     data=DataConfig(shards=str(shards / "*.tar"), width_px=width, height_px=height,
-                                    batch_size=args.batch_size, workers=args.workers),
+                                    batch_size=args.batch_size, workers=args.workers, seed=args.seed),
                     run_dir=runs_root / size / name, val_shards=str(val), steps=run_steps,
                     warmup_steps=max(1, run_steps // 20), val_every=max(1, run_steps // 8),
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,
-                    device=args.device, lr=args.lr, loss=variant.loss,
+                    device=args.device, lr=args.lr, loss=variant.loss, seed=args.seed,
                     half_size_steps=round(variant.half_size_share * run_steps),
                     film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine,
-                    motion_head=variant.motion_head, antisymmetric=variant.antisymmetric)
+                    motion_head=variant.motion_head, antisymmetric=variant.antisymmetric,
+                    rigid_flow=variant.rigid_flow)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,
