@@ -70,6 +70,7 @@ VARIANTS = {
     "head_antisymmetric_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
                                             antisymmetric=True),
     "head_rigid": Variant(FlowLossConfig(), motion_head=True, rigid_flow=True),
+    "head_rigid_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True),
     "head_full_warp_smooth2": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125, smoothness_order=2,
                                                      smoothness=2.0), motion_head=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),

@@ -1,5 +1,9 @@
 """Full-image warping: the net sees each training frame's centre, and the loss warps into the whole
 frame, so pixels that leave the net's view still learn where they go (issue: long displacements)."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +15,7 @@ from training.photometric import photometric_error
 from tests.training.flow.test_long_displacements import _record_input_sizes
 from tests.training.flow.test_pretrain import tiny_config, world_pair
 
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "flow_out_of_view.py"
 MARGIN = (24, 8)
 CENTRE = (..., slice(8, 56), slice(24, 168))
 
@@ -72,14 +77,17 @@ def test_a_margin_that_leaves_the_net_too_little_says_so(world_shards, tmp_path)
         PretrainTask(config)
 
 
-def test_the_out_of_view_bench_splits_the_zero_flow_score_by_where_matches_land():
+def out_of_view_bench():
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[3] / "bench" / "flow_out_of_view.py"
-    spec = importlib.util.spec_from_file_location("flow_out_of_view", path)
+    spec = importlib.util.spec_from_file_location("flow_out_of_view", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_out_of_view_bench_splits_the_zero_flow_score_by_where_matches_land():
+    bench = out_of_view_bench()
     flows = torch.zeros(1, 2, 4, 10)
     flows[0, 0, :, :8] = 1.0  # 32 pixels move 1 px right and stay in the frame
     flows[0, 0, :, 8:] = 4.0  # the last two columns move 4 px right: off the frame
@@ -87,3 +95,20 @@ def test_the_out_of_view_bench_splits_the_zero_flow_score_by_where_matches_land(
     assert stats["leaving_share"] == pytest.approx(0.2)
     assert stats["leaving_flow_px"] == 4.0 and stats["staying_flow_px"] == 1.0
     assert stats["zero_flow_score_leaving"] == pytest.approx(32 / (32 + 32))
+
+
+def test_the_out_of_view_bench_names_the_edge_each_leaving_pixel_crosses():
+    flows = torch.zeros(1, 2, 4, 10)
+    flows[0, 1, 3, :] = 2.0  # the bottom row moves down, off the frame
+    flows[0, 0, :3, 0] = -3.0  # the first column's other pixels move left, off the frame
+    flows[0, 1, 0, 5] = -1.0  # one top pixel moves up, off the frame
+    masks = out_of_view_bench().regions(flows)
+    assert [int(masks[name].sum()) for name in ("in view", "bottom", "sides", "top")] == [26, 10, 3, 1]
+    assert bool(sum(m.int() for m in masks.values()).eq(1).all())  # one region per pixel
+
+
+def test_the_out_of_view_bench_says_in_one_line_when_a_run_folder_holds_no_net(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    done = subprocess.run([sys.executable, str(BENCH), "--run", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--run" in done.stderr and "Traceback" not in done.stderr
