@@ -56,6 +56,8 @@ class Variant:
     """`PretrainConfig.antisymmetric`."""
     rigid_flow: bool = False
     """`PretrainConfig.rigid_flow`."""
+    flow_decoder: bool = True
+    """`PretrainConfig.flow_decoder`."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -71,6 +73,8 @@ VARIANTS = {
                                             antisymmetric=True),
     "head_rigid": Variant(FlowLossConfig(), motion_head=True, rigid_flow=True),
     "head_rigid_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True),
+    "head_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True,
+                                          flow_decoder=False),
     "head_full_warp_smooth2": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125, smoothness_order=2,
                                                      smoothness=2.0), motion_head=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
@@ -242,7 +246,7 @@ def main() -> None:
                     half_size_steps=round(variant.half_size_share * run_steps),
                     film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine,
                     motion_head=variant.motion_head, antisymmetric=variant.antisymmetric,
-                    rigid_flow=variant.rigid_flow)
+                    rigid_flow=variant.rigid_flow, flow_decoder=variant.flow_decoder)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,

@@ -75,7 +75,7 @@ def load_run(run_dir: Path) -> GeoPtFlowModel:
     config = json.loads((run_dir / "config.json").read_text())
     model = GeoPtFlowModel(config["arch"], config["motion_dim"], config["film_starts_identity"],
                            config["coarse_to_fine"], config["motion_head"], config["antisymmetric"],
-                           config.get("rigid_flow", False))
+                           config.get("rigid_flow", False), config.get("flow_decoder", True))
     model.load_state_dict(load_checkpoint(run_dir / "last.pt")["model"])
     return model.eval()
 

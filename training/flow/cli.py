@@ -90,6 +90,9 @@ from training.options import loop_options, size_callback
                    "the target frame alone and a translation read off the motion code: a pixel that leaves the view "
                    "going forward is in view going backward, and the depth both directions share says where it "
                    "goes. A second decoder (without the code) per pair.")
+@click.option("--flow-decoder/--no-flow-decoder", default=PretrainConfig.flow_decoder, show_default=True,
+              help="The flow decoder modulated by the motion code. --no-flow-decoder (with --rigid-flow) leaves the "
+                   "motion head's and the rigid flow alone, so each pixel's motion must come through its inverse depth.")
 @click.option("--half-size-steps", type=click.IntRange(0), default=PretrainConfig.half_size_steps, show_default=True,
               help="Resolution curriculum: train the first N steps on frames downsampled to half size (where pixels "
                    "move half as far). The size must be a multiple of 64 each way and at least 128x128.")

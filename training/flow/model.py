@@ -196,7 +196,9 @@ class MotionHead(nn.Module):
 class GeoPtFlowModel(nn.Module):
     """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source:
     the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow, plus,
-    with `rigid`, the flow `RigidFlow` derives from an inverse depth and the code's translation.
+    with `rigid`, the flow `RigidFlow` derives from an inverse depth and the code's translation. Without
+    `flow_decoder` (needs `rigid`) only the head and the rigid flow remain, so every pixel's motion must
+    come through its one inverse depth.
 
     With `antisymmetric` the decoder runs under the pair's code and under the reversed pair's, and the
     flow is the difference (the head and the rigid translation read the difference of the codes and have
@@ -205,11 +207,14 @@ class GeoPtFlowModel(nn.Module):
 
     def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True,
                  coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = False,
-                 rigid: bool = False):
+                 rigid: bool = False, flow_decoder: bool = True):
         super().__init__()
+        if not (flow_decoder or rigid):
+            raise ValueError("without the flow decoder only rigid flow can give each pixel its motion: add --rigid-flow")
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
-        self.decoder = FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)
+        self.decoder = (FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)
+                        if flow_decoder else None)
         self.motion_head = MotionHead(motion_dim, bias=not antisymmetric) if motion_head else None
         self.rigid = RigidFlow(self.structure.channels, motion_dim, bias=not antisymmetric) if rigid else None
         self.antisymmetric = antisymmetric
@@ -220,14 +225,14 @@ class GeoPtFlowModel(nn.Module):
             b = target.shape[0]
             codes = self.motion(torch.cat([target, source]), torch.cat([source, target]))
             code = codes[:b] - codes[b:]
-            both = self.decoder([torch.cat([f, f]) for f in structure], codes)
+            both = self.decoder([torch.cat([f, f]) for f in structure], codes) if self.decoder else {}
             flows = {s: f[:b] - f[b:] for s, f in both.items()}
         else:
             code = self.motion(target, source)
-            flows = self.decoder(structure, code)
+            flows = self.decoder(structure, code) if self.decoder else {}
         if self.rigid is not None:
             rigid = self.rigid(structure, code, target.shape[-2:])
-            flows = {scale: flow + rigid[scale] for scale, flow in flows.items()}
+            flows = {scale: flows.get(scale, 0) + flow for scale, flow in rigid.items()}
         if self.motion_head is None:
             return flows
         coarse = self.motion_head(code)

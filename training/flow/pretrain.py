@@ -55,6 +55,9 @@ class PretrainConfig(LoopConfig):
     target frame alone and a translation read off the motion code (`training.flow.model.RigidFlow`): a
     pixel leaving the view going forward is in view going backward, and the one depth both directions
     share tells where it goes. Costs a second decoder (without FiLM)."""
+    flow_decoder: bool = True
+    """The FiLM-modulated flow decoder. Off (with `rigid_flow`): the flow is the motion head's and the rigid
+    flow's alone, so every pixel's motion must come through the inverse depth."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -190,6 +193,8 @@ class PretrainTask(Task):
             raise ValueError(f"a resolution curriculum halves the size, so {width}x{height} must be a multiple "
                              "of 64 each way and at least 128x128")
         margin_px(config.loss, width, height)  # a margin that leaves the net too little fails here, not mid-run
+        if not (config.flow_decoder or config.rigid_flow):
+            raise ValueError("without the flow decoder only rigid flow can give each pixel its motion: add --rigid-flow")
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
@@ -197,7 +202,8 @@ class PretrainTask(Task):
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
         return GeoPtFlowModel(self.config.arch, self.config.motion_dim, self.config.film_starts_identity,
                               self.config.coarse_to_fine, self.config.motion_head,
-                              self.config.antisymmetric, self.config.rigid_flow).to(runtime.device)
+                              self.config.antisymmetric, self.config.rigid_flow,
+                              self.config.flow_decoder).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size

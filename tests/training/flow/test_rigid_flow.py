@@ -2,11 +2,12 @@
 code, so that a pixel leaving the view going forward gets its flow from the depth its backward pair taught."""
 from dataclasses import replace
 
+import pytest
 import torch
 
 from training.checkpoints import load_checkpoint
 from training.flow.model import GeoPtFlowModel, translation_flow_px
-from training.flow.pretrain import pretrain, validate
+from training.flow.pretrain import PretrainTask, pretrain, validate
 from training.runtime import start_runtime
 
 from tests.training.flow.test_pretrain import tiny_config
@@ -92,3 +93,14 @@ def test_pretraining_with_rigid_flow_resumes_and_an_antisymmetric_one_keeps_a_st
     model = GeoPtFlowModel(rigid=True, antisymmetric=True)
     model.load_state_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model"])
     assert validate(model, config, start_runtime("cpu"))["val/flow_px_same_frames"] == 0.0
+
+
+def test_without_the_flow_decoder_every_pixels_motion_comes_through_its_inverse_depth(world_shards, tmp_path):
+    """`flow_decoder=False` leaves only the motion head and the rigid flow; asking for neither flow source
+    fails before any training, naming the option to add."""
+    model = GeoPtFlowModel(rigid=True, flow_decoder=False)
+    assert model.decoder is None and not any(name.startswith("decoder.") for name in model.state_dict())
+    assert pretrain(tiny_config(world_shards / "0000.tar", tmp_path / "run", steps=1, rigid_flow=True,
+                                flow_decoder=False))["step"] == 1
+    with pytest.raises(ValueError, match="add --rigid-flow"):
+        PretrainTask(tiny_config(world_shards / "0000.tar", tmp_path / "other", flow_decoder=False))
