@@ -75,6 +75,8 @@ VARIANTS = {
     "head_rigid_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True),
     "head_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True,
                                           flow_decoder=False),
+    "antisymmetric_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True,
+                                                   antisymmetric=True, rigid_flow=True, flow_decoder=False),
     "head_full_warp_smooth2": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125, smoothness_order=2,
                                                      smoothness=2.0), motion_head=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head),
