@@ -89,7 +89,8 @@ from training.options import loop_options, size_callback
               help="Add the flow of a still scene under the camera's translation, from an inverse depth decoded from "
                    "the target frame alone and a translation read off the motion code: a pixel that leaves the view "
                    "going forward is in view going backward, and the depth both directions share says where it "
-                   "goes. A second decoder (without the code) per pair.")
+                   "goes. A second decoder (without the code) per pair. Off by default: beside the flow decoder it "
+                   "carried almost nothing on the 5 Hz proxy (README, Results).")
 @click.option("--flow-decoder/--no-flow-decoder", default=PretrainConfig.flow_decoder, show_default=True,
               help="The flow decoder modulated by the motion code. --no-flow-decoder (with --rigid-flow) leaves the "
                    "motion head's and the rigid flow alone, so each pixel's motion must come through its inverse depth.")

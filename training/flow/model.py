@@ -193,6 +193,12 @@ class MotionHead(nn.Module):
         return self.linear(code).view(-1, 2, *MOTION_HEAD_GRID) * FLOW_SCALE_PX
 
 
+def check_flow_sources(rigid: bool, flow_decoder: bool) -> None:
+    """A net needs a per-pixel flow: the decoder's, or the rigid flow's, or both."""
+    if not (flow_decoder or rigid):
+        raise ValueError("without the flow decoder only rigid flow can give each pixel its motion: add --rigid-flow")
+
+
 class GeoPtFlowModel(nn.Module):
     """(target, source) frames in 0..1 -> multi-scale flow from target pixels to where they are in source:
     the decoder's flow plus, with `motion_head` (today's default), the motion head's coarse flow, plus,
@@ -209,8 +215,7 @@ class GeoPtFlowModel(nn.Module):
                  coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = False,
                  rigid: bool = False, flow_decoder: bool = True):
         super().__init__()
-        if not (flow_decoder or rigid):
-            raise ValueError("without the flow decoder only rigid flow can give each pixel its motion: add --rigid-flow")
+        check_flow_sources(rigid, flow_decoder)
         self.structure = StructureEncoder(arch)
         self.motion = MotionEncoder(motion_dim)
         self.decoder = (FlowDecoder(self.structure.channels, motion_dim, film_starts_identity, coarse_to_fine)

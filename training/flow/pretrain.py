@@ -24,7 +24,7 @@ from training.backbone import SCALES
 from training.checkpoints import PRETRAINING
 from training.flow.data import DataConfig, train_loader, val_loader
 from training.flow.loss import FlowLossConfig, flow_loss, margin_px
-from training.flow.model import GeoPtFlowModel
+from training.flow.model import GeoPtFlowModel, check_flow_sources
 from training.loop import LoopConfig, Task, train
 from training.photometric import photometric_error, warp_by_flow
 from training.runtime import Runtime
@@ -54,10 +54,14 @@ class PretrainConfig(LoopConfig):
     """Add the flow of a still scene under the camera's translation, from an inverse depth decoded from the
     target frame alone and a translation read off the motion code (`training.flow.model.RigidFlow`): a
     pixel leaving the view going forward is in view going backward, and the one depth both directions
-    share tells where it goes. Costs a second decoder (without FiLM)."""
+    share tells where it goes. Costs a second decoder (without FiLM). Off by default: on the 5 Hz proxy
+    the decoder beside it fitted both directions first and the rigid part carried almost nothing (README,
+    Results)."""
     flow_decoder: bool = True
     """The FiLM-modulated flow decoder. Off (with `rigid_flow`): the flow is the motion head's and the rigid
-    flow's alone, so every pixel's motion must come through the inverse depth."""
+    flow's alone, so every pixel's motion must come through the inverse depth. Measured on the 5 Hz proxy:
+    it guessed one direction for every pair unless `antisymmetric`, and even then ended short of the
+    decoder (0.52 against 0.39-0.44x the zero-flow score; README, Results)."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -193,8 +197,7 @@ class PretrainTask(Task):
             raise ValueError(f"a resolution curriculum halves the size, so {width}x{height} must be a multiple "
                              "of 64 each way and at least 128x128")
         margin_px(config.loss, width, height)  # a margin that leaves the net too little fails here, not mid-run
-        if not (config.flow_decoder or config.rigid_flow):
-            raise ValueError("without the flow decoder only rigid flow can give each pixel its motion: add --rigid-flow")
+        check_flow_sources(config.rigid_flow, config.flow_decoder)
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
