@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from training.checkpoints import load_checkpoint  # noqa: E402
 from training.flow.data import DataConfig, val_loader  # noqa: E402
 from training.flow.model import GeoPtFlowModel  # noqa: E402
-from training.flow.pretrain import true_match_in_view  # noqa: E402
+from training.flow.pretrain import flow_model, true_match_in_view  # noqa: E402
 from world.shards import write_world_shards  # noqa: E402
 
 CASES = ("192x64@5", "192x64@10", "640x192@10")
@@ -35,15 +35,10 @@ CASES = ("192x64@5", "192x64@10", "640x192@10")
 REGIONS = ("in view", "bottom", "sides", "top")
 
 
-def validation_pairs(shards: Path, width_px: int, height_px: int):
+def validation_pairs(shards: Path, width_px: int, height_px: int) -> list[tuple]:
     """Batches (target, source, exact flow in pixels) of a folder of world shards, as validation reads them."""
     config = DataConfig(shards=str(shards), width_px=width_px, height_px=height_px, batch_size=8, workers=0)
-    return ((target, source, flow) for target, source, flow, _ in val_loader(config))
-
-
-def true_flows(shards: Path, width_px: int, height_px: int) -> torch.Tensor:
-    """(N, 2, H, W) exact flows (pixels) of every sample in a folder of world shards, as validation reads them."""
-    return torch.cat([flow for _, _, flow in validation_pairs(shards, width_px, height_px)])
+    return [(target, source, flow) for target, source, flow, _ in val_loader(config)]
 
 
 def regions(flows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,10 +67,7 @@ def out_of_view(flows: torch.Tensor) -> dict[str, float]:
 
 def load_run(run_dir: Path) -> GeoPtFlowModel:
     """The net of a pretraining run folder (its config.json and last.pt), in eval mode."""
-    config = json.loads((run_dir / "config.json").read_text())
-    model = GeoPtFlowModel(config["arch"], config["motion_dim"], config["film_starts_identity"],
-                           config["coarse_to_fine"], config["motion_head"], config["antisymmetric"],
-                           config.get("rigid_flow", False), config.get("flow_decoder", True))
+    model = flow_model(json.loads((run_dir / "config.json").read_text()))
     model.load_state_dict(load_checkpoint(run_dir / "last.pt")["model"])
     return model.eval()
 
@@ -122,8 +114,9 @@ def main() -> None:
         size = f"{width}x{height}"
         with tempfile.TemporaryDirectory() as tmp:
             write_world_shards(Path(tmp), 2, 10, 7000, width_px=width, height_px=height, frame_rate_hz=rate)
-            s = out_of_view(true_flows(Path(tmp), width, height))
-            scores = {run: score_by_region(net, validation_pairs(Path(tmp), width, height)) for run, net in nets.items()}
+            pairs = validation_pairs(Path(tmp), width, height)
+        s = out_of_view(torch.cat([flow for _, _, flow in pairs]))
+        scores = {run: score_by_region(net, pairs) for run, net in nets.items()}
         print(f"{size} at {rate:g} Hz: mean flow {s['mean_flow_px']:.2f} px ({s['share_of_width']:.1%} of the width); "
               f"{s['leaving_share']:.1%} of the pixels leave the view, moving {s['leaving_flow_px']:.1f} px against "
               f"{s['staying_flow_px']:.1f} px for the rest, and carry {s['zero_flow_score_leaving']:.0%} of the "

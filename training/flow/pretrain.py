@@ -185,6 +185,16 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     return scores
 
 
+def flow_model(settings: dict) -> GeoPtFlowModel:
+    """The net a run's settings describe: a `PretrainConfig`'s fields, or the run's config.json; options a
+    run's config predates take today's defaults."""
+    def setting(name: str):
+        return settings.get(name, getattr(PretrainConfig, name))
+    return GeoPtFlowModel(setting("arch"), setting("motion_dim"), setting("film_starts_identity"),
+                          setting("coarse_to_fine"), setting("motion_head"), setting("antisymmetric"),
+                          setting("rigid_flow"), setting("flow_decoder"))
+
+
 class PretrainTask(Task):
     """Pretraining as `training.loop` runs it. Batches are `training.flow.data.train_loader`'s (target,
     source, origin, names, visible)."""
@@ -203,10 +213,7 @@ class PretrainTask(Task):
         self.source_counts = torch.zeros(0)
 
     def build(self, runtime: Runtime, resuming: bool) -> torch.nn.Module:
-        return GeoPtFlowModel(self.config.arch, self.config.motion_dim, self.config.film_starts_identity,
-                              self.config.coarse_to_fine, self.config.motion_head,
-                              self.config.antisymmetric, self.config.rigid_flow,
-                              self.config.flow_decoder).to(runtime.device)
+        return flow_model(vars(self.config)).to(runtime.device)
 
     def optimiser(self, model, runtime: Runtime):
         global_batch = self.config.data.batch_size * runtime.world_size

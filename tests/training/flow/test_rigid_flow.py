@@ -87,8 +87,7 @@ def test_pretraining_with_rigid_flow_resumes_and_an_antisymmetric_one_keeps_a_st
     config = tiny_config(world_shards / "0000.tar", tmp_path / "run", steps=2, checkpoint_every=1,
                          rigid_flow=True, antisymmetric=True, val_shards=str(world_shards / "val" / "0000.tar"),
                          val_batches=1)
-    pretrain(tiny_config(world_shards / "0000.tar", tmp_path / "run", steps=1, checkpoint_every=1, rigid_flow=True,
-                         antisymmetric=True))
+    pretrain(replace(config, steps=1))
     assert pretrain(replace(config, resume=True))["step"] == 2
     model = GeoPtFlowModel(rigid=True, antisymmetric=True)
     model.load_state_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model"])
