@@ -10,7 +10,10 @@
 Pretrains with the real loop, once per variant (loss and curriculum, `VARIANTS`) and size, and prints the
 validation end-point error (EPE) on unseen world drives against the EPE of predicting no motion, the mean
 predicted and true flow lengths, the share of pixels the loss excluded (out of view) and the first
-validation step at or below half the zero-flow score. A net whose EPE stays at or above the zero-flow
+validation step at or below half the zero-flow score; and the same targets scored against their previous
+frame ('backward') and over both directions ('both ways'). Pretraining sees both directions, so a net
+that guesses the forward flow from the target frame alone can score well forward only; both ways, a
+guess scores about as badly as no motion. A net whose EPE stays at or above the zero-flow
 score has learned nothing its structure encoder could pass on to depth, whatever its photometric loss
 says. Writes `flow_learning.json` and pictures of EPE and loss against step to --out.
 
@@ -101,7 +104,17 @@ pairs of neighbouring frames (the world rendered at twice the rate, samples of 5
 `c2f` adds each coarser scale's flow, upsampled, to the next finer scale's."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric", "val/epe_px_s1",
         "val/epe_px_s2", "val/epe_px_s3", "val/epe_px_in_view", "val/true_flow_px_in_view",
-        "val/flow_px_same_frames")
+        "val/flow_px_same_frames", "val/epe_px_backward", "val/flow_px_backward", "val/true_flow_px_backward")
+
+
+def both_ways(run_: dict) -> list[tuple[int, float]]:
+    """(step, EPE / zero-flow EPE) over the validation pairs and the same targets paired with their previous
+    frame, summed over both directions: what a net that reads the pair scores, where the forward score alone
+    also rewards guessing the forward flow from the target frame. Empty for shards without backward flow."""
+    forward = dict(run_["val/epe_px"])
+    backward, backward_zero = dict(run_["val/epe_px_backward"]), dict(run_["val/true_flow_px_backward"])
+    return [(step, (forward[step] + backward[step]) / (run_["zero_flow_epe_px"] + backward_zero[step]))
+            for step in sorted(set(forward) & set(backward))]
 
 
 def train_variant(name: str, config: PretrainConfig, threads: int) -> dict:
@@ -264,7 +277,8 @@ def main() -> None:
         size = f"{config.data.width_px}x{config.data.height_px}"
         run_["size"], run_["zero_flow_epe_px"] = size, zero[size]
         run_["steps_to_half_zero"] = steps_to(run_["val/epe_px"], 0.5 * zero[size])
-        epe = run_["val/epe_px"]
+        epe, two_way = run_["val/epe_px"], both_ways(run_)
+        run_["both_ways_epe_over_zero"] = two_way
         last = {k: run_[k][-1][1] for k in KEYS if run_[k]}
         print(f"{run_['variant']:>28}: EPE " + " -> ".join(f"{e:.2f}" for _, e in epe) + " px at steps "
               + ", ".join(str(s) for s, _ in epe) + "; EPE/zero " + " -> ".join(f"{e / zero[size]:.2f}" for _, e in epe)
@@ -275,14 +289,18 @@ def main() -> None:
               f"{last.get('val/epe_px_in_view', float('nan')) / last.get('val/true_flow_px_in_view', float('nan')):.2f}"
               f"; coarse scales 1/2, 1/4, 1/8 upsampled: EPE/zero "
               + ", ".join(f"{last[f'val/epe_px_s{s}'] / zero[size]:.2f}" for s in (1, 2, 3) if f"val/epe_px_s{s}" in last)
+              + (f"; backward (middle -> previous frame): EPE/zero {last['val/epe_px_backward'] / last['val/true_flow_px_backward']:.2f}"
+                 f", flow {last['val/flow_px_backward']:.1f} px vs true {last['val/true_flow_px_backward']:.1f}; both ways: "
+                 "EPE/zero " + " -> ".join(f"{e:.2f}" for _, e in two_way) if two_way else "")
               + f"; 0.5x zero flow at step {run_['steps_to_half_zero']} "
               f"({run_['minutes']:.1f} min)", flush=True)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     (args.out / "flow_learning.json").write_text(json.dumps({"settings": settings, "zero_flow_epe_px": zero,
                                                               "runs": runs}, indent=1))
     tag = f"{args.size}@{args.fps:g}Hz, {args.data}"
-    plot_curves({r["variant"]: [(s, v / r["zero_flow_epe_px"]) for s, v in r["val/epe_px"]] for r in runs},
-                args.out / "flow_learning_epe.png", f"validation EPE / zero-flow EPE, {tag}", reference=1.0)
+    curves = {r["variant"]: [(s, v / r["zero_flow_epe_px"]) for s, v in r["val/epe_px"]] for r in runs}
+    curves.update({f"{r['variant']}, both ways": r["both_ways_epe_over_zero"] for r in runs if r["both_ways_epe_over_zero"]})
+    plot_curves(curves, args.out / "flow_learning_epe.png", f"validation EPE / zero-flow EPE, {tag}", reference=1.0)
     plot_curves({r["variant"]: r["loss"] for r in runs}, args.out / "flow_learning_loss.png", f"training loss, {tag}")
     print(f"wrote {args.out}/flow_learning.json, flow_learning_epe.png, flow_learning_loss.png")
 

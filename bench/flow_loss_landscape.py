@@ -41,8 +41,8 @@ def pairs(size: tuple[int, int], folder: Path) -> tuple[torch.Tensor, torch.Tens
     """(target, source, true flow) of 2 unseen drives x 6 samples rendered at `size`."""
     shards = folder / f"{size[0]}x{size[1]}"
     write_world_shards(shards, drives=2, samples=6, first_seed=7000, width_px=size[0], height_px=size[1], workers=2)
-    target, source, flow, _ = next(iter(val_loader(DataConfig(shards=str(shards), width_px=size[0], height_px=size[1],
-                                                           batch_size=12, workers=0))))
+    target, source, flow = next(iter(val_loader(DataConfig(shards=str(shards), width_px=size[0], height_px=size[1],
+                                                           batch_size=12, workers=0))))[:3]
     return target.float() / 255, source.float() / 255, flow
 
 
@@ -57,8 +57,8 @@ def along_the_truth(folder: Path) -> None:
         shards = folder / f"{width}x{height}@{rate_hz:g}"
         write_world_shards(shards, drives=2, samples=6, first_seed=7000, width_px=width, height_px=height,
                            frame_rate_hz=rate_hz, workers=2)
-        target, source, flow, _ = next(iter(val_loader(DataConfig(shards=str(shards), width_px=width,
-                                                                  height_px=height, batch_size=12, workers=0))))
+        target, source, flow = next(iter(val_loader(DataConfig(shards=str(shards), width_px=width,
+                                                               height_px=height, batch_size=12, workers=0))))[:3]
         target, source = target.float() / 255, source.float() / 255
         print(f"{width}x{height} at {rate_hz:g} Hz (true flow {float(flow.norm(dim=1).mean()):.1f} px): loss of the "
               "true flow x " + ", ".join(f"{k:g}" for k in scales) + " / loss of no motion", flush=True)

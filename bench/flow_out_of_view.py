@@ -10,7 +10,10 @@ their mean flow against the others', and the share of the zero-flow score (the m
 carry, in all and by the edge they leave through. That share is the EPE/zero a net scores if it is exact
 wherever the match stays in view and predicts no motion elsewhere: a floor that better matching in view
 cannot lower. With --run (a pretraining run folder: config.json and last.pt, e.g. from `flow_learning.py
---keep-runs`), also that net's EPE/zero and mean flow against the truth in each region. Seconds per case.
+--keep-runs`), also that net's EPE/zero and mean flow against the truth in each region, for the pairs
+validation scores (middle frame -> next) and the same frames backwards (middle -> previous): a net that
+guesses one direction from the target frame alone does well on one and badly on the other. Seconds per
+case.
 """
 import argparse
 import json
@@ -35,10 +38,13 @@ CASES = ("192x64@5", "192x64@10", "640x192@10")
 REGIONS = ("in view", "bottom", "sides", "top")
 
 
-def validation_pairs(shards: Path, width_px: int, height_px: int) -> list[tuple]:
-    """Batches (target, source, exact flow in pixels) of a folder of world shards, as validation reads them."""
+def validation_pairs(shards: Path, width_px: int, height_px: int) -> dict[str, list[tuple]]:
+    """Batches (target, source, exact flow in pixels) of a folder of world shards, as validation reads them:
+    'forward' pairs each middle frame with the next, 'backward' with the previous one."""
     config = DataConfig(shards=str(shards), width_px=width_px, height_px=height_px, batch_size=8, workers=0)
-    return [(target, source, flow) for target, source, flow, _ in val_loader(config)]
+    batches = list(val_loader(config))
+    return {"forward": [(b.target, b.source, b.true_flow) for b in batches],
+            "backward": [(b.target, b.previous, b.true_flow_previous) for b in batches]}
 
 
 def regions(flows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -115,17 +121,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             write_world_shards(Path(tmp), 2, 10, 7000, width_px=width, height_px=height, frame_rate_hz=rate)
             pairs = validation_pairs(Path(tmp), width, height)
-        s = out_of_view(torch.cat([flow for _, _, flow in pairs]))
-        scores = {run: score_by_region(net, pairs) for run, net in nets.items()}
+        s = out_of_view(torch.cat([flow for _, _, flow in pairs["forward"]]))
+        scores = {run: {direction: score_by_region(net, pairs[direction]) for direction in pairs}
+                  for run, net in nets.items()}
         print(f"{size} at {rate:g} Hz: mean flow {s['mean_flow_px']:.2f} px ({s['share_of_width']:.1%} of the width); "
               f"{s['leaving_share']:.1%} of the pixels leave the view, moving {s['leaving_flow_px']:.1f} px against "
               f"{s['staying_flow_px']:.1f} px for the rest, and carry {s['zero_flow_score_leaving']:.0%} of the "
               f"zero-flow score (through the bottom {s['zero_flow_score_bottom']:.0%}, the sides "
               f"{s['zero_flow_score_sides']:.0%}, the top {s['zero_flow_score_top']:.0%})", flush=True)
-        for run, by_region in scores.items():
-            print(f"  {run}: EPE/zero " + "; ".join(
-                f"{name} {r['epe_over_zero']:.2f} (flow {r['flow_px']:.1f} vs {r['true_px']:.1f} px)"
-                for name, r in by_region.items()), flush=True)
+        for run, by_direction in scores.items():
+            print(f"  {run}:")
+            for direction, by_region in by_direction.items():
+                print(f"    {direction}: EPE/zero " + "; ".join(
+                    f"{name} {r['epe_over_zero']:.2f} (flow {r['flow_px']:.1f} vs {r['true_px']:.1f} px)"
+                    for name, r in by_region.items()), flush=True)
 
 
 if __name__ == "__main__":

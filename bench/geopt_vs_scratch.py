@@ -186,9 +186,9 @@ def zero_flow_epe_px(shards: Path, size: str) -> float:
 
     width, height = parse_size(size)
     total, count = 0.0, 0
-    for _, _, flow, _ in val_loader(DataConfig(shards=str(shards), width_px=width, height_px=height, batch_size=8)):
-        total += float(flow.norm(dim=1).mean()) * flow.shape[0]
-        count += flow.shape[0]
+    for batch in val_loader(DataConfig(shards=str(shards), width_px=width, height_px=height, batch_size=8)):
+        total += float(batch.true_flow.norm(dim=1).mean()) * len(batch.true_flow)
+        count += len(batch.true_flow)
     return total / count
 
 

@@ -13,6 +13,10 @@ members sharing a key::
     <key>.flow.npy                                   optional, world-rendered shards only: the exact
                                                      flow (H, W, 2) float32 in pixels from the middle
                                                      frame to the next, for end-point-error validation
+    <key>.flow_previous.npy                          optional, world-rendered shards only: the same from
+                                                     the middle frame to the previous one, so validation
+                                                     scores both directions (a net that guesses one
+                                                     direction from the target frame alone fails one)
 
 For the default n = 3 the frames are t-1, t, t+1: pretraining uses the pairs (1 -> 2) and (1 -> 0),
 the depth transfer the triplet with frame 1 as target. Keys are ``<video id>_<first frame index:07d>``
@@ -30,6 +34,7 @@ import numpy as np
 FRAME_EXTENSION = "jpg"
 META_EXTENSION = "json"
 FLOW_MEMBER = "flow.npy"
+FLOW_PREVIOUS_MEMBER = "flow_previous.npy"
 MASK_MEMBER = "mask.png"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -135,11 +140,13 @@ def decode_mask(sample: dict) -> np.ndarray | None:
 
 
 def sample_dict(key: str, jpegs: list[bytes], meta: SampleMeta, flow_npy: bytes | None = None,
-                mask_png: bytes | None = None) -> dict:
+                mask_png: bytes | None = None, flow_previous_npy: bytes | None = None) -> dict:
     """One sample as suffix -> bytes plus '__key__' (what `write_sample` and webdataset's TarWriter take)."""
     sample = {"__key__": key, META_EXTENSION: meta.to_bytes()}
     if flow_npy is not None:
         sample[FLOW_MEMBER] = flow_npy
+    if flow_previous_npy is not None:
+        sample[FLOW_PREVIOUS_MEMBER] = flow_previous_npy
     if mask_png is not None:
         sample[MASK_MEMBER] = mask_png
     for position, jpeg in enumerate(jpegs):

@@ -1,8 +1,8 @@
 """World drives written straight to GeoPt shards, with the exact optical flow of every sample.
 
 Mined shards have no ground truth; these do, so pretraining can report end-point error (EPE) on them.
-Samples follow `formats.shard_schema` exactly (frames t-1, t, t+1 as JPEG, SampleMeta) plus ``flow.npy``: the
-flow from frame t to frame t+1 in stored pixels. Written through a temporary name, one shard per call.
+Samples follow `formats.shard_schema` exactly (frames t-1, t, t+1 as JPEG, SampleMeta) plus ``flow.npy`` and
+``flow_previous.npy``: the flow from frame t to frame t+1 and to frame t-1, in stored pixels. Written through a temporary name, one shard per call.
 """
 import contextlib
 import io
@@ -24,12 +24,18 @@ from world.render import Renderer, flow_between
 FRAME_RATE_HZ = 10.0
 
 
+def npy_bytes(flow: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, flow.astype(np.float32))
+    return buffer.getvalue()
+
+
 def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, height_px: int = 192,
                       jpeg_quality: int = 92, frame_rate_hz: float = FRAME_RATE_HZ, frames_per_sample: int = 3) -> int:
     """`samples` runs of `frames_per_sample` consecutive frames (odd; runs share only their end frames) of
     drive `seed` at `frame_rate_hz` into one shard; returns the sample count. A lower rate means longer
     displacements between frames (5 Hz at 320x96 moves pixels as far as 10 Hz at 640x192); the flow
-    stored is from the middle frame to the next."""
+    stored is from the middle frame to the next and to the previous one."""
     assert frames_per_sample % 2 == 1 and frames_per_sample >= 3, frames_per_sample
     camera = PinholeCamera.kitti_like(width_px, height_px)
     run = frames_per_sample - 1
@@ -45,9 +51,8 @@ def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, 
         for i in range(samples):
             indices = list(range(run * i, run * i + frames_per_sample))
             middle = indices[run // 2]
-            flow = flow_between(frames[middle].depth_m, poses[middle], poses[middle + 1], camera)
-            buffer = io.BytesIO()
-            np.save(buffer, flow.astype(np.float32))
+            flows = [flow_between(frames[middle].depth_m, poses[middle], poses[neighbour], camera)
+                     for neighbour in (middle + 1, middle - 1)]
             meta = SampleMeta(video_id=video_id, source_url=f"world:seed={seed}", frame_indices=indices,
                               timestamps_s=[j / frame_rate_hz for j in indices], fps_out=frame_rate_hz,
                               scene_index=0, motion_px=[], crop_box=(0, 0, width_px, height_px),
@@ -55,7 +60,7 @@ def write_world_shard(path: Path, seed: int, samples: int, width_px: int = 640, 
                               extra={"dataset": "world", "intrinsics_normalised":
                                      intrinsics_normalised(camera.K, width_px, height_px).tolist()})
             write_sample(tar, sample_dict(sample_key(video_id, indices[0]), [jpegs[j] for j in indices], meta,
-                                          buffer.getvalue()))
+                                          npy_bytes(flows[0]), flow_previous_npy=npy_bytes(flows[1])))
     return samples
 
 

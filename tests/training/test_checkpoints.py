@@ -93,7 +93,7 @@ def test_a_run_resumes_from_its_plain_data_checkpoint(world_shards, tmp_path):
 def test_a_shard_written_by_the_previous_version_still_loads():
     """tests/fixtures/world_shard_v1.tar was written before the shared facts moved to `formats`."""
     data = DataConfig(shards=str(FIXTURES / "world_shard_v1.tar"), width_px=128, height_px=64, batch_size=2)
-    target, source, true_flow, visible = next(iter(val_loader(data)))
+    target, source, true_flow, visible, _, _ = next(iter(val_loader(data)))
     assert target.shape == source.shape == (2, 3, 64, 128) and true_flow.shape == (2, 2, 64, 128)
     assert bool((visible == 1).all()), "no mask.png: every pixel shows the scene"
     assert target.float().std() > 10 and true_flow.abs().max() > 0.5

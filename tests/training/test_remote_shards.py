@@ -54,7 +54,7 @@ def test_remote_shards_stream_and_a_missing_one_is_skipped_with_one_warning(form
     assert sorted(name.rsplit("#", 1)[1] for name in exact) == served_keys
     warned.append(_skip_warnings(caplog))
     caplog.clear()
-    assert sum(len(target) for target, _, _, _ in val_loader(_config(spec))) == len(served_keys)
+    assert sum(len(batch.target) for batch in val_loader(_config(spec))) == len(served_keys)
     warned.append(_skip_warnings(caplog))
     for warnings in warned:  # endless, exact-epoch and validation loader
         assert len(warnings) == 1 and "/0002.tar" in warnings[0] and "/0001.tar" not in warnings[0], warnings
@@ -69,7 +69,7 @@ def test_other_url_schemes_stream_through_fsspec(tiny_shards, caplog):
     try:
         with caplog.at_level(logging.WARNING):
             exact = [name for batch in train_loader(_config(spec, exact_epochs=True))[0] for name in batch[3]]
-            validated = sum(len(target) for target, _, _, _ in val_loader(_config(spec)))
+            validated = sum(len(batch.target) for batch in val_loader(_config(spec)))
     finally:
         memory.rm("/geopt-test", recursive=True)
     assert not _skip_warnings(caplog)

@@ -88,4 +88,6 @@ def test_world_shards_carry_true_flow(tmp_path):
     assert len(samples) == 2
     flow = np.load(io.BytesIO(samples[0]["flow.npy"]))
     assert flow.shape == (32, 64, 2) and np.abs(flow).max() > 0.1
+    flow_previous = np.load(io.BytesIO(samples[0]["flow_previous.npy"]))
+    assert flow_previous.shape == (32, 64, 2) and float((flow * flow_previous).sum()) < 0, "the other way"
     assert json.loads(samples[1]["json"])["frame_indices"] == [2, 3, 4]

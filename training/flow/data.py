@@ -19,13 +19,14 @@ import math
 import random
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import torch
 import webdataset as wds
 
-from formats.shard_schema import FLOW_MEMBER, decode_mask, decode_sample_frames, frame_count
+from formats.shard_schema import FLOW_MEMBER, FLOW_PREVIOUS_MEMBER, decode_mask, decode_sample_frames, frame_count
 from training.augment import STRENGTH, ColourJitter
 from training.shard_stream import SkipOnce, expand_shards, parse_mixture, sample_name, samples_from_shards
 
@@ -55,10 +56,24 @@ class DataConfig:
     seed: int = 0
 
 
+class ValBatch(NamedTuple):
+    """A validation batch: the pairs (middle -> next frame) every metric scores, and (middle -> previous
+    frame) for the backward one. Frames (B, 3, H, W) uint8, `visible` (B, 1, H, W) uint8; the true flows
+    (B, 2, H, W) in pixels, None unless every sample has one (world shards); `previous` None for
+    two-frame samples."""
+    target: torch.Tensor
+    source: torch.Tensor
+    true_flow: torch.Tensor | None
+    visible: torch.Tensor
+    previous: torch.Tensor | None = None
+    true_flow_previous: torch.Tensor | None = None
+
+
 class PairAugment:
     """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size and `visible`
     (1, H, W) uint8, 1 where the scene shows, 0 under the sample's static overlays (`MASK_MEMBER`); with
-    `train` False also the true flow (or None) before `visible`."""
+    `train` False a `ValBatch` of one sample, unbatched: also the true flows and the previous frame (each
+    None where the sample lacks it)."""
 
     def __init__(self, config: DataConfig, train: bool, rank: int = 0):
         self.config, self.train, self.rank = config, train, rank
@@ -84,12 +99,20 @@ class PairAugment:
             return self.rng.randint(0, width - w), self.rng.randint(0, height - h), w, h
         return (width - w) // 2, (height - h) // 2, w, h
 
-    def _true_flow(self, sample: dict, crop: tuple[int, int, int, int]) -> torch.Tensor | None:
-        """The sample's exact flow (world shards), cropped and resized like the frames, in training pixels."""
-        if FLOW_MEMBER not in sample:
+    def _cropped(self, frame: np.ndarray, crop: tuple[int, int, int, int]) -> torch.Tensor:
+        """(H, W, 3) uint8 frame -> its `crop` at the training size, (3, H, W) uint8."""
+        x, y, w, h = crop
+        frame = cv2.resize(frame[y:y + h, x:x + w], (self.config.width_px, self.config.height_px),
+                           interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))
+
+    def _true_flow(self, sample: dict, crop: tuple[int, int, int, int], member: str) -> torch.Tensor | None:
+        """The sample's exact flow `member` (world shards), cropped and resized like the frames, in training
+        pixels."""
+        if member not in sample:
             return None
         x, y, w, h = crop
-        flow = np.load(io.BytesIO(sample[FLOW_MEMBER]))[y:y + h, x:x + w]
+        flow = np.load(io.BytesIO(sample[member]))[y:y + h, x:x + w]
         size = (self.config.width_px, self.config.height_px)
         flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.float32([size[0] / w, size[1] / h])
         return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
@@ -107,14 +130,15 @@ class PairAugment:
             pair.reverse()
         x, y, w, h = crop = self._crop(*pair[0].shape[:2])
         size = (self.config.width_px, self.config.height_px)
-        pair = [cv2.resize(f[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA) for f in pair]
-        target, source = (torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in pair)
+        target, source = (self._cropped(f, crop) for f in pair)
         visible = decode_mask(sample)
         visible = (np.ones(size[::-1], np.uint8) if visible is None else
                    cv2.resize(visible[y:y + h, x:x + w].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST))
         visible = torch.from_numpy(visible)[None]
         if not self.train:
-            return target, source, self._true_flow(sample, crop), visible
+            previous = self._cropped(frames[middle - 1], crop) if len(frames) > 2 else None
+            return ValBatch(target, source, self._true_flow(sample, crop, FLOW_MEMBER), visible, previous,
+                            self._true_flow(sample, crop, FLOW_PREVIOUS_MEMBER) if previous is not None else None)
         jitter = ColourJitter.draw(self.rng, self.config.jitter)
         target, source = ((jitter(f.float() / 255) * 255).round_().to(torch.uint8) for f in (target, source))
         if self.config.flip and self.rng.random() < 0.5:
@@ -158,11 +182,9 @@ def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, lis
     return torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names), torch.stack(visible)
 
 
-def _collate_with_flow(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Validation batches carry the true flow (B, 2, H, W) when every sample has one, else None."""
-    targets, sources, flows, visible = zip(*batch)
-    flow = torch.stack(flows) if all(f is not None for f in flows) else None
-    return torch.stack(targets), torch.stack(sources), flow, torch.stack(visible)
+def _collate_validation(batch: list[ValBatch]) -> ValBatch:
+    """Stacks each field; a field some sample lacks is None for the batch."""
+    return ValBatch(*(torch.stack(field) if all(x is not None for x in field) else None for field in zip(*batch)))
 
 
 def check_frame_gap(config: DataConfig) -> None:
@@ -222,12 +244,12 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
 
 def val_loader(config: DataConfig) -> wds.WebLoader:
     """One pass over the validation shards in order, centre crops, no augmentation, every sample once.
-    Batches are (target, source, true flow or None, visible); the pair is always middle -> next frame."""
+    Batches are `ValBatch`es: the pair middle -> next frame, and the previous frame."""
     urls = expand_shards(config.shards)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls),
         partial(samples_from_shards, handler=SkipOnce()),
         wds.map(PairAugment(config, train=False), handler=SkipOnce()),
-        wds.batched(config.batch_size, collation_fn=_collate_with_flow, partial=True),
+        wds.batched(config.batch_size, collation_fn=_collate_validation, partial=True),
     )
     return wds.WebLoader(pipeline, batch_size=None, num_workers=0)

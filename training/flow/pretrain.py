@@ -141,20 +141,25 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     'true_flow_px_in_view': the loss cannot see where the others go). Always 'flow_px_same_frames', the
     mean flow length predicted for each target paired with itself: a net that reads the motion from the
     pair predicts none there, a net that guesses flow from the target alone predicts as much as for the
-    real pair. A net that satisfies the loss without learning motion shows here: EPE above the zero-flow
-    score, predicted flow far longer than the truth, many pixels excluded, as much flow for a still pair."""
+    real pair. Where the shards also carry the true flow to the previous frame, the same target scored
+    against it ('epe_px_backward', 'flow_px_backward', 'true_flow_px_backward'): pretraining learns both
+    directions, and a net that guesses one direction from the target frame alone scores well on the other
+    only by luck. A net that satisfies the loss without learning motion shows here: EPE above the zero-flow
+    score, predicted flow far longer than the truth, many pixels excluded, as much flow for a still pair,
+    or a backward EPE far above its zero-flow score."""
     model.eval()
     loader = val_loader(replace(config.data, shards=config.val_shards))
     sums = {"photometric": 0.0, "excluded": 0.0, "flow_px_same_frames": 0.0, "epe_px": 0.0, "flow_px": 0.0,
             "true_flow_px": 0.0}
     sums.update({f"epe_px_s{s}": 0.0 for s in SCALES[1:]})
     sums.update(epe_px_in_view=0.0, true_flow_px_in_view=0.0)
-    count = flow_count = 0
-    for i, (target, source, true_flow, visible) in enumerate(loader):
+    backward = {"epe_px_backward": 0.0, "flow_px_backward": 0.0, "true_flow_px_backward": 0.0}
+    count = flow_count = backward_count = 0
+    for i, batch in enumerate(loader):
         if i >= config.val_batches:
             break
-        target, source = to_input(target, runtime), to_input(source, runtime)
-        out = flow_losses(model, target, source, config, runtime, visible.to(runtime.device).float())
+        target, source, true_flow = to_input(batch.target, runtime), to_input(batch.source, runtime), batch.true_flow
+        out = flow_losses(model, target, source, config, runtime, batch.visible.to(runtime.device).float())
         n = target.shape[0]
         count += n
         sums["photometric"] += float(out["photometric"]) * n
@@ -176,12 +181,22 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
             sums["epe_px_in_view"] += float(((flow - true_flow).norm(dim=1) * in_view).sum() / share) * n
             sums["true_flow_px_in_view"] += float((true_flow.norm(dim=1) * in_view).sum() / share) * n
             flow_count += n
+        if batch.true_flow_previous is not None:
+            with runtime.autocast():
+                flow = model(target, to_input(batch.previous, runtime))[0].float()
+            true_flow = batch.true_flow_previous.to(flow.device)
+            backward["epe_px_backward"] += float((flow - true_flow).norm(dim=1).mean()) * n
+            backward["flow_px_backward"] += float(flow.norm(dim=1).mean()) * n
+            backward["true_flow_px_backward"] += float(true_flow.norm(dim=1).mean()) * n
+            backward_count += n
     model.train()
     scores = {"val/samples": count, **{f"val/{k}": sums[k] / max(1, count)
                                        for k in ("photometric", "excluded", "flow_px_same_frames")}}
     if flow_count:
         scores.update({f"val/{k}": sums[k] / flow_count for k in sums
                        if k.startswith(("epe", "true")) or k == "flow_px"})
+    if backward_count:
+        scores.update({f"val/{k}": v / backward_count for k, v in backward.items()})
     return scores
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from formats.files import read_jsonl
+from training.backbone import SCALES
 from training.flow.data import DataConfig, train_loader, val_loader
 from training.flow.export import export_backbone
 from training.flow.loss import FlowLossConfig, flow_loss
@@ -282,11 +284,40 @@ def test_two_process_gloo_ddp_takes_steps(world_shards, tmp_path):
 
 def test_validation_reports_end_point_error_on_world_shards(world_shards):
     config = tiny_config(world_shards, Path("unused"), val_shards=str(world_shards / "val"))
-    target, source, true_flow, _ = next(iter(val_loader(replace(config.data, shards=config.val_shards))))
+    true_flow = next(iter(val_loader(replace(config.data, shards=config.val_shards)))).true_flow
     assert true_flow.shape == (2, 2, 64, 128) and true_flow.abs().max() > 0.5
     scores = validate(GeoPtFlowModel("resnet18"), config, start_runtime("cpu"))
     assert scores["val/samples"] == 4 and np.isfinite(scores["val/photometric"])
     assert scores["val/epe_px"] > 0.1, "an untrained model is far from the true flow"
+
+
+class ForwardGuesser(torch.nn.Module):
+    """Predicts the given flow for every pair, whatever the source frame: a net that guesses the motion from
+    the target frame alone and guesses forward, given the answer."""
+
+    def __init__(self, forward_flow_px: torch.Tensor):
+        super().__init__()
+        self.forward_flow_px = forward_flow_px
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor) -> dict[int, torch.Tensor]:
+        flow = self.forward_flow_px.repeat(len(target) // len(self.forward_flow_px), 1, 1, 1)
+        return {scale: F.interpolate(flow, scale_factor=0.5**scale, mode="area") for scale in SCALES}
+
+
+def test_validation_scores_the_backward_pair_so_a_forward_guess_shows(world_shards):
+    config = tiny_config(world_shards, Path("unused"), val_shards=str(world_shards / "val"))
+    config = replace(config, data=replace(config.data, batch_size=4))
+    batch = next(iter(val_loader(replace(config.data, shards=config.val_shards))))
+    forward, backward = batch.true_flow, batch.true_flow_previous
+    assert backward.shape == forward.shape == (4, 2, 64, 128) and batch.previous.shape == (4, 3, 64, 128)
+    cosine = F.cosine_similarity(forward, backward, dim=1)[forward.norm(dim=1) > 1]
+    assert float(cosine.mean()) < -0.9, "going back, the scene moves the other way"
+    scores = validate(ForwardGuesser(forward), config, start_runtime("cpu"))
+    assert scores["val/epe_px"] < 1e-4, "forward, the guess is the truth"
+    assert scores["val/epe_px_backward"] > 1.5 * scores["val/true_flow_px_backward"], (
+        "backward, the same guess is worse than predicting no motion")
+    still = validate(ForwardGuesser(torch.zeros_like(forward)), config, start_runtime("cpu"))
+    assert still["val/epe_px_backward"] == pytest.approx(still["val/true_flow_px_backward"], rel=1e-5)
 
 
 def test_sources_mix_by_weight(world_shards, tmp_path):
