@@ -94,6 +94,13 @@ def score_by_region(model: GeoPtFlowModel, pairs) -> dict[str, dict[str, float]]
                    "true_px": float(s[2] / max(1, counts[name]))} for name, s in sums.items() if counts[name]}
 
 
+def both_ways(by_direction: dict[str, dict[str, dict[str, float]]]) -> float:
+    """All pixels' EPE over the zero-flow score, summed over the forward and backward pairs of the same
+    targets (`score_by_region`'s output per direction): a guess of one direction scores about 1 or worse."""
+    scores = [by_region["all"] for by_region in by_direction.values()]
+    return sum(s["epe_over_zero"] * s["true_px"] for s in scores) / sum(s["true_px"] for s in scores)
+
+
 def parse_case(text: str) -> tuple[int, int, float]:
     """'WIDTHxHEIGHT@HZ' -> (width, height, rate); argparse turns a ValueError into one line."""
     try:
@@ -135,6 +142,7 @@ def main() -> None:
                 print(f"    {direction}: EPE/zero " + "; ".join(
                     f"{name} {r['epe_over_zero']:.2f} (flow {r['flow_px']:.1f} vs {r['true_px']:.1f} px)"
                     for name, r in by_region.items()), flush=True)
+            print(f"    both ways: EPE/zero {both_ways(by_direction):.2f}", flush=True)
 
 
 if __name__ == "__main__":

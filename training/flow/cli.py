@@ -80,11 +80,13 @@ from training.options import loop_options, size_callback
                    "learns from the first step and the decoder adds what depends on depth. Without it mined video "
                    "never taught flow: the decoder guessed one direction for every pair (README, Results). "
                    "Resume runs from before 2026-12-05 with --no-motion-head.")
-@click.option("--antisymmetric", is_flag=True,
+@click.option("--antisymmetric/--no-antisymmetric", default=PretrainConfig.antisymmetric, show_default=True,
               help="The flow is the decoder's output under the pair's motion code minus its output under the "
                    "reversed pair's (the motion head reads the code difference): a frame paired with itself gets "
                    "exactly no flow, so nothing guessed from the target frame alone survives. A second decoder "
-                   "pass per pair.")
+                   "pass per pair. Without it, every net on the 5 Hz proxy guessed one direction from the target "
+                   "frame and scored worse than no motion on the other (README, Results). Resume runs from "
+                   "before 2026-12-05 (late) with --no-antisymmetric.")
 @click.option("--rigid-flow", is_flag=True,
               help="Add the flow of a still scene under the camera's translation, from an inverse depth decoded from "
                    "the target frame alone and a translation read off the motion code: a pixel that leaves the view "

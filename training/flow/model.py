@@ -206,13 +206,13 @@ class GeoPtFlowModel(nn.Module):
     `flow_decoder` (needs `rigid`) only the head and the rigid flow remain, so every pixel's motion must
     come through its one inverse depth.
 
-    With `antisymmetric` the decoder runs under the pair's code and under the reversed pair's, and the
-    flow is the difference (the head and the rigid translation read the difference of the codes and have
+    With `antisymmetric` (the default) the decoder runs under the pair's code and under the reversed pair's,
+    and the flow is the difference (the head and the rigid translation read the difference of the codes and have
     no bias): whatever the decoder would predict from the target frame alone cancels, and a frame paired
     with itself gets none."""
 
     def __init__(self, arch: str = "resnet18", motion_dim: int = 128, film_starts_identity: bool = True,
-                 coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = False,
+                 coarse_to_fine: bool = False, motion_head: bool = True, antisymmetric: bool = True,
                  rigid: bool = False, flow_decoder: bool = True):
         super().__init__()
         check_flow_sources(rigid, flow_decoder)

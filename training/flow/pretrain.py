@@ -45,11 +45,13 @@ class PretrainConfig(LoopConfig):
     """Add the motion head's coarse flow, read off the motion code alone, to every scale's flow
     (`training.flow.model.MotionHead`). Off: the decoder's flow alone, as before 2026-12-05 (resume runs
     from before then with it off)."""
-    antisymmetric: bool = False
+    antisymmetric: bool = True
     """The flow is the decoder's output under the pair's motion code minus its output under the reversed
     pair's, and the motion head reads the difference of the two codes (`GeoPtFlowModel`): a frame paired
     with itself gets exactly no flow, so no flow guessed from the target frame alone survives. Costs a
-    second decoder pass."""
+    second decoder pass. The default since 2026-12-05 (late): on the 5 Hz proxy of the seed's pixel motion
+    every net without it guessed one direction from the target frame and scored worse than no motion on the
+    other (README, Results). Resume runs from before then with it off."""
     rigid_flow: bool = False
     """Add the flow of a still scene under the camera's translation, from an inverse depth decoded from the
     target frame alone and a translation read off the motion code (`training.flow.model.RigidFlow`): a
