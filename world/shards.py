@@ -2,7 +2,8 @@
 
 Mined shards have no ground truth; these do, so pretraining can report end-point error (EPE) on them.
 Samples follow `formats.shard_schema` exactly (frames t-1, t, t+1 as JPEG, SampleMeta) plus ``flow.npy`` and
-``flow_previous.npy``: the flow from frame t to frame t+1 and to frame t-1, in stored pixels. Written through a temporary name, one shard per call.
+``flow_previous.npy``: the flow from frame t to frame t+1 and to frame t-1, in stored pixels. Written through a
+temporary name, one shard per call.
 """
 import contextlib
 import io
@@ -25,6 +26,7 @@ FRAME_RATE_HZ = 10.0
 
 
 def npy_bytes(flow: np.ndarray) -> bytes:
+    """(H, W, 2) flow -> the bytes of a float32 .npy file, as the shard's flow members hold it."""
     buffer = io.BytesIO()
     np.save(buffer, flow.astype(np.float32))
     return buffer.getvalue()

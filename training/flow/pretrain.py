@@ -202,11 +202,17 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
     return scores
 
 
+BEFORE_THE_OPTION = {"coarse_to_fine": False, "motion_head": False, "antisymmetric": False, "rigid_flow": False,
+                     "flow_decoder": True}
+"""What the net was, for each model option, in runs whose config.json predates the option."""
+
+
 def flow_model(settings: dict) -> GeoPtFlowModel:
-    """The net a run's settings describe: a `PretrainConfig`'s fields, or the run's config.json; options a
-    run's config predates take today's defaults."""
+    """The net a run's settings describe: a `PretrainConfig`'s fields, or the run's config.json; an option a
+    run's config predates takes the value it had before it existed (`BEFORE_THE_OPTION`), not today's
+    default, so an older run's net loads as it was trained."""
     def setting(name: str):
-        return settings.get(name, getattr(PretrainConfig, name))
+        return settings[name] if name in settings else BEFORE_THE_OPTION.get(name, getattr(PretrainConfig, name))
     return GeoPtFlowModel(setting("arch"), setting("motion_dim"), setting("film_starts_identity"),
                           setting("coarse_to_fine"), setting("motion_head"), setting("antisymmetric"),
                           setting("rigid_flow"), setting("flow_decoder"))

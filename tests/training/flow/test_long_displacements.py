@@ -14,7 +14,7 @@ from training.checkpoints import CheckpointError
 from training.flow.data import DataConfig, PairAugment
 from training.flow.loss import census_error, edge_aware_smoothness, second_order_smoothness
 from training.flow.model import GeoPtFlowModel
-from training.flow.pretrain import PretrainConfig, PretrainTask, pretrain, validate
+from training.flow.pretrain import PretrainConfig, PretrainTask, flow_model, pretrain, validate
 from training.photometric import warp_by_flow
 from training.runtime import start_runtime
 from training.shard_stream import samples_from_shards
@@ -212,3 +212,13 @@ def test_validation_tells_pixels_whose_true_match_stays_in_view_from_those_leavi
     expected[0, :, 4:] = 0
     expected[0, 0, 0] = 0
     torch.testing.assert_close(true_match_in_view(flow), expected)
+
+
+def test_a_run_saved_before_the_antisymmetric_default_loads_as_it_was_trained():
+    """A config.json written before `antisymmetric` existed builds the net that run trained (not today's
+    antisymmetric default, whose motion head has no bias), so its last.pt loads."""
+    saved = GeoPtFlowModel(antisymmetric=False).state_dict()
+    settings = {"arch": "resnet18", "motion_dim": 128, "film_starts_identity": True, "coarse_to_fine": False,
+                "motion_head": True}
+    flow_model(settings).load_state_dict(saved)
+    assert not flow_model(settings).antisymmetric and flow_model({**settings, "antisymmetric": True}).antisymmetric
