@@ -117,7 +117,7 @@ def main() -> None:
                         help=f"WIDTHxHEIGHT@HZ, repeatable (default: {', '.join(CASES)})")
     parser.add_argument("--run", type=Path, action="append", default=[],
                         help="a pretraining run folder (config.json, last.pt) to score by region on each case's "
-                             "drives; repeatable")
+                             "drives, forward, backward and both ways; repeatable")
     args = parser.parse_args()
     try:
         nets = {run: load_run(run) for run in args.run}
