@@ -61,6 +61,8 @@ class Variant:
     """`PretrainConfig.rigid_flow`."""
     flow_decoder: bool = True
     """`PretrainConfig.flow_decoder`."""
+    stretch: bool = False
+    """`PretrainConfig.stretch`."""
 
 
 PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
@@ -74,6 +76,13 @@ VARIANTS = {
     "pyramid_head_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True),
     "head_antisymmetric_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
                                             antisymmetric=True),
+    "head_antisymmetric_stretch": Variant(FlowLossConfig(pyramid=True, stretch_smoothness=0.0), motion_head=True,
+                                          antisymmetric=True, stretch=True),
+    "head_antisymmetric_stretch_smooth": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True,
+                                                 stretch=True),
+    "antisymmetric_stretch_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125,
+                                                              stretch_smoothness=0.0),
+                                               motion_head=True, antisymmetric=True, stretch=True),
     "head_rigid": Variant(FlowLossConfig(), motion_head=True, rigid_flow=True),
     "head_rigid_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True),
     "head_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True,
@@ -83,7 +92,7 @@ VARIANTS = {
     "head_full_warp_smooth2": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125, smoothness_order=2,
                                                      smoothness=2.0), motion_head=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head,
-                       antisymmetric=PretrainConfig.antisymmetric),
+                       antisymmetric=PretrainConfig.antisymmetric, stretch=PretrainConfig.stretch),
     "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
     "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
     "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
@@ -102,6 +111,8 @@ pairs of neighbouring frames (the world rendered at twice the rate, samples of 5
 `film_random` starts the motion code's modulation of the decoder at PyTorch's random init, not at zero;
 `motion_head` adds a coarse flow read off the motion code alone to every scale (`training.flow.model.MotionHead`);
 `antisymmetric` subtracts the flow under the reversed pair's code, so a still pair gets none;
+`stretch` lets that flow grow going forward and shrink coming back (`PretrainConfig.stretch`), `smooth` smooths
+that stretch apart from the flow (`FlowLossConfig.stretch_smoothness`);
 `c2f` adds each coarser scale's flow, upsampled, to the next finer scale's."""
 KEYS = ("val/epe_px", "val/flow_px", "val/true_flow_px", "val/excluded", "val/photometric", "val/epe_px_s1",
         "val/epe_px_s2", "val/epe_px_s3", "val/epe_px_in_view", "val/true_flow_px_in_view",
@@ -262,7 +273,7 @@ def main() -> None:
                     half_size_steps=round(variant.half_size_share * run_steps),
                     film_starts_identity=variant.film_starts_identity, coarse_to_fine=variant.coarse_to_fine,
                     motion_head=variant.motion_head, antisymmetric=variant.antisymmetric,
-                    rigid_flow=variant.rigid_flow, flow_decoder=variant.flow_decoder)
+                    rigid_flow=variant.rigid_flow, flow_decoder=variant.flow_decoder, stretch=variant.stretch)
                 if variant.short_gap_share:
                     gap_steps = round(variant.short_gap_share * run_steps)
                     config = replace(config, short_gap_steps=gap_steps,

@@ -24,10 +24,10 @@ from training.backbone import SCALES
 from training.checkpoints import PRETRAINING
 from training.flow.data import DataConfig, train_loader, val_loader
 from training.flow.loss import FlowLossConfig, flow_loss, margin_px
-from training.flow.model import GeoPtFlowModel, check_flow_sources
+from training.flow.model import GeoPtFlowModel, check_flow_sources, check_stretch
 from training.loop import LoopConfig, Task, train
 from training.photometric import photometric_error, warp_by_flow
-from training.runtime import Runtime
+from training.runtime import Runtime, unwrap
 
 
 @dataclass(kw_only=True)
@@ -64,6 +64,11 @@ class PretrainConfig(LoopConfig):
     flow's alone, so every pixel's motion must come through the inverse depth. Measured on the 5 Hz proxy:
     it guessed one direction for every pair unless `antisymmetric`, and even then ended short of the
     decoder (0.52 against 0.39-0.44x the zero-flow score; README, Results)."""
+    stretch: bool = False
+    """With `antisymmetric`: the decoder also gives each pixel a stretch a, antisymmetric like its flow, and
+    the flow is the antisymmetric one times (1 + a), so a near pixel can move further going forward than
+    coming back, as a camera driving forward makes it (`training.flow.model.stretched_flow_px`). Without it
+    the antisymmetric flow of a pair and of its reverse have the same length."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -117,12 +122,13 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
     with runtime.autocast():
         flows = model(torch.cat([seen_target, seen_source]), torch.cat([seen_source, seen_target]))
     flows = {s: f.float() for s, f in flows.items()}
+    stretches = {s: a.float() for s, a in unwrap(model).stretches.items()}
     b = target.shape[0]
     swapped = {s: torch.cat([f[b:], f[:b]]) for s, f in flows.items()} if config.loss.occlusion_masking else None
     visible = None if visible is None else torch.cat([visible, visible])
     # one loss over the doubled batch: the mean of both directions (their visible pixels are the same)
     out = flow_loss(torch.cat([seen_target, seen_source]), torch.cat([source, target]), flows, swapped,
-                    config.loss, visible, margin_px)
+                    config.loss, visible, margin_px, stretches)
     return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, "target": seen_target,
             "flow": flows[0][:b].detach(), "flows": {s: f[:b].detach() for s, f in flows.items()},
             "warped": out["warped"][:b], "mask": out["mask"][:b]}
@@ -203,7 +209,7 @@ def validate(model, config: PretrainConfig, runtime: Runtime) -> dict:
 
 
 BEFORE_THE_OPTION = {"coarse_to_fine": False, "motion_head": False, "antisymmetric": False, "rigid_flow": False,
-                     "flow_decoder": True}
+                     "flow_decoder": True, "stretch": False}
 """What the net was, for each model option, in runs whose config.json predates the option."""
 
 
@@ -215,7 +221,7 @@ def flow_model(settings: dict) -> GeoPtFlowModel:
         return settings[name] if name in settings else BEFORE_THE_OPTION.get(name, getattr(PretrainConfig, name))
     return GeoPtFlowModel(setting("arch"), setting("motion_dim"), setting("film_starts_identity"),
                           setting("coarse_to_fine"), setting("motion_head"), setting("antisymmetric"),
-                          setting("rigid_flow"), setting("flow_decoder"))
+                          setting("rigid_flow"), setting("flow_decoder"), setting("stretch"))
 
 
 class PretrainTask(Task):
@@ -231,6 +237,7 @@ class PretrainTask(Task):
                              "of 64 each way and at least 128x128")
         margin_px(config.loss, width, height)  # a margin that leaves the net too little fails here, not mid-run
         check_flow_sources(config.rigid_flow, config.flow_decoder)
+        check_stretch(config.stretch, config.antisymmetric, config.flow_decoder)
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
