@@ -90,7 +90,8 @@ from training.options import loop_options, size_callback
 @click.option("--stretch/--no-stretch", default=PretrainConfig.stretch, show_default=True,
               help="With --antisymmetric: the decoder also gives each pixel a stretch a (antisymmetric too) and the flow "
                    "is the antisymmetric one times (1 + a), so a near pixel can move further going forward than coming "
-                   "back, as driving forward makes it. Without it a pair's flow and its reverse's have the same length.")
+                   "back, as driving forward makes it. Without it a pair's flow and its reverse's have the same length. "
+                   "Off by default: on the 5 Hz proxy it scored as without it (README, Results).")
 @click.option("--rigid-flow", is_flag=True,
               help="Add the flow of a still scene under the camera's translation, from an inverse depth decoded from "
                    "the target frame alone and a translation read off the motion code: a pixel that leaves the view "

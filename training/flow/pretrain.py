@@ -68,7 +68,10 @@ class PretrainConfig(LoopConfig):
     """With `antisymmetric`: the decoder also gives each pixel a stretch a, antisymmetric like its flow, and
     the flow is the antisymmetric one times (1 + a), so a near pixel can move further going forward than
     coming back, as a camera driving forward makes it (`training.flow.model.stretched_flow_px`). Without it
-    the antisymmetric flow of a pair and of its reverse have the same length."""
+    the antisymmetric flow of a pair and of its reverse have the same length. Off by default: on the 5 Hz
+    proxy it made the flows differ (7.0 px forward, 5.2 back) but scored as without it, 0.38x the zero-flow
+    score both ways, since the pixels leaving through the bottom, never seen going forward, stayed short
+    (README, Results)."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
