@@ -125,7 +125,8 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
     with runtime.autocast():
         flows = model(torch.cat([seen_target, seen_source]), torch.cat([seen_source, seen_target]))
     flows = {s: f.float() for s, f in flows.items()}
-    stretches = {s: a.float() for s, a in unwrap(model).stretches.items()}
+    # a net with a stretch leaves it here for the loss (`GeoPtFlowModel.stretches`); any other flow net has none
+    stretches = {s: a.float() for s, a in getattr(unwrap(model), "stretches", {}).items()}
     b = target.shape[0]
     swapped = {s: torch.cat([f[b:], f[:b]]) for s, f in flows.items()} if config.loss.occlusion_masking else None
     visible = None if visible is None else torch.cat([visible, visible])
