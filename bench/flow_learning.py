@@ -82,6 +82,8 @@ VARIANTS = {
                                                  motion_head=True, antisymmetric=True, stretch=True),
     "antisymmetric_stretch_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
                                                antisymmetric=True, stretch=True),
+    "antisymmetric_stretch_extrapolate": Variant(FlowLossConfig(pyramid=True, extrapolation=0.5), motion_head=True,
+                                                 antisymmetric=True, stretch=True),
     "head_rigid": Variant(FlowLossConfig(), motion_head=True, rigid_flow=True),
     "head_rigid_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True),
     "head_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True,
@@ -264,7 +266,8 @@ def main() -> None:
                 variant = VARIANTS[name]
                 config = PretrainConfig(
                     data=DataConfig(shards=str(shards / "*.tar"), width_px=width, height_px=height,
-                                    batch_size=args.batch_size, workers=args.workers, seed=args.seed),
+                                    batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                                    triplets=variant.loss.extrapolation > 0),
                     run_dir=runs_root / size / name, val_shards=str(val), steps=run_steps,
                     warmup_steps=max(1, run_steps // 20), val_every=max(1, run_steps // 8),
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,

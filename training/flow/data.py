@@ -53,6 +53,10 @@ class DataConfig:
     """Frames between target and source in training pairs: the middle frame and the one `frame_gap`
     before or after it, so samples need 2 * frame_gap + 1 frames (`geopt-mine shard --frames`). Validation
     pairs are always the middle and the next frame, where the true flow is known."""
+    triplets: bool = False
+    """Each training sample gives its middle frame with both neighbours `frame_gap` away, not one pair, and
+    the middle frame's principal point (`PairAugment`): the loss can then carry each direction's flow
+    over to the other where a pixel leaves the view (`FlowLossConfig.extrapolation`)."""
     seed: int = 0
 
 
@@ -72,8 +76,10 @@ class ValBatch(NamedTuple):
 class PairAugment:
     """One shard sample -> (target, source) uint8 tensors (3, H, W) at the training size and `visible`
     (1, H, W) uint8, 1 where the scene shows, 0 under the sample's static overlays (`MASK_MEMBER`); with
-    `train` False a `ValBatch` of one sample, unbatched: also the true flows and the previous frame (each
-    None where the sample lacks it)."""
+    `DataConfig.triplets` also the previous frame (3, H, W) uint8 (the source is then always the next one)
+    and the principal point (2,) float32 (x, y) in training pixels, taken at the centre of the stored frame
+    and carried through the crop and the flip; with `train` False a `ValBatch` of one sample, unbatched:
+    also the true flows and the previous frame (each None where the sample lacks it)."""
 
     def __init__(self, config: DataConfig, train: bool, rank: int = 0):
         self.config, self.train, self.rank = config, train, rank
@@ -119,12 +125,13 @@ class PairAugment:
 
     def __call__(self, sample: dict) -> tuple:
         gap = self.config.frame_gap if self.train else 1
-        frames = decode_sample_frames(sample, minimum=2 if gap == 1 else 2 * gap + 1)
+        triplet = self.train and self.config.triplets
+        frames = decode_sample_frames(sample, minimum=2 if gap == 1 and not triplet else 2 * gap + 1)
         middle = (len(frames) - 1) // 2 if len(frames) > 2 else 0
         if len(frames) == 2:
             pair = [frames[0], frames[1]]
         else:
-            step = self.rng.choice((-gap, gap)) if self.train else 1
+            step = gap if triplet or not self.train else self.rng.choice((-gap, gap))
             pair = [frames[middle], frames[middle + step]]
         if self.train and len(frames) == 2 and self.rng.random() < 0.5:
             pair.reverse()
@@ -139,11 +146,17 @@ class PairAugment:
             previous = self._cropped(frames[middle - 1], crop) if len(frames) > 2 else None
             return ValBatch(target, source, self._true_flow(sample, crop, FLOW_MEMBER), visible, previous,
                             self._true_flow(sample, crop, FLOW_PREVIOUS_MEMBER) if previous is not None else None)
+        frames = [target, source] + ([self._cropped(frames[middle - gap], crop)] if triplet else [])
         jitter = ColourJitter.draw(self.rng, self.config.jitter)
-        target, source = ((jitter(f.float() / 255) * 255).round_().to(torch.uint8) for f in (target, source))
+        frames = [(jitter(f.float() / 255) * 255).round_().to(torch.uint8) for f in frames]
+        stored_h, stored_w = pair[0].shape[:2]
+        principal_px = torch.tensor([(stored_w / 2 - x) * size[0] / w, (stored_h / 2 - y) * size[1] / h])
         if self.config.flip and self.rng.random() < 0.5:
-            target, source, visible = target.flip(-1), source.flip(-1), visible.flip(-1)
-        return target, source, visible
+            frames, visible = [f.flip(-1) for f in frames], visible.flip(-1)
+            principal_px[0] = size[0] - principal_px[0]
+        if triplet:
+            return frames[0], frames[1], visible, frames[2], principal_px
+        return frames[0], frames[1], visible
 
 
 class EpochShards(torch.utils.data.IterableDataset):
@@ -173,13 +186,15 @@ class EpochShards(torch.utils.data.IterableDataset):
 
 
 def _training_pair(sample: dict, augment: PairAugment, origin: int) -> tuple:
-    target, source, visible = augment(sample)
-    return target, source, origin, sample_name(sample), visible
+    target, source, visible, *triplet = augment(sample)
+    return target, source, origin, sample_name(sample), visible, *triplet
 
 
-def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
-    targets, sources, origins, names, visible = zip(*batch)
-    return torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names), torch.stack(visible)
+def _collate(batch: list) -> tuple:
+    """(target, source, origins, names, visible) and, from triplets, (previous, principal_px): each stacked."""
+    targets, sources, origins, names, visible, *triplet = zip(*batch)
+    return (torch.stack(targets), torch.stack(sources), torch.tensor(origins), list(names), torch.stack(visible),
+            *(torch.stack(field) for field in triplet))
 
 
 def _collate_validation(batch: list[ValBatch]) -> ValBatch:
@@ -188,14 +203,15 @@ def _collate_validation(batch: list[ValBatch]) -> ValBatch:
 
 
 def check_frame_gap(config: DataConfig) -> None:
-    """A frame gap needs samples of 2 * gap + 1 frames. Checked on the first sample of the first shard, so
-    a run on shards mined with too few frames stops with one line, instead of skipping every sample of an
-    endless stream."""
+    """A frame gap, or triplets, need samples of 2 * gap + 1 frames. Checked on the first sample of the first
+    shard, so a run on shards mined with too few frames stops with one line, instead of skipping every
+    sample of an endless stream."""
     needed = 2 * config.frame_gap + 1
     first_shard = parse_mixture(config.shards)[0].shards[0]
     sample = next(iter(samples_from_shards([{"url": first_shard}], handler=SkipOnce())), None)
     if sample is not None and frame_count(sample) < needed:
-        raise ValueError(f"frame gap {config.frame_gap} needs samples of {needed} frames; {first_shard} has "
+        raise ValueError(f"{'triplets with ' if config.triplets else ''}frame gap {config.frame_gap} needs samples "
+                         f"of {needed} frames; {first_shard} has "
                          f"{frame_count(sample)} (mine with geopt-mine shard --frames {needed})")
 
 
@@ -203,14 +219,15 @@ def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_b
                  start_epoch: int = 0) -> tuple[wds.WebLoader, list[str]]:
     """Batches (target, source, origin, names, visible): frames (B, 3, H, W) uint8, the (B,) index of the
     data source each pair came from, the B `sample_name`s and (B, 1, H, W) uint8 masks of the pixels that
-    show the scene (`PairAugment`); and the source names. Each pass over the loader
+    show the scene (`PairAugment`), then with `triplets` the previous frames (B, 3, H, W) uint8 and principal
+    points (B, 2) in pixels; and the source names. Each pass over the loader
     is one epoch: `batches_per_epoch` full batches drawn endlessly, or with `exact_epochs` this rank's
     share of every sample (partial last batches kept, so ranks may end with different batch counts).
     Sources given with weights (see `training.shard_stream.parse_mixture`) are drawn by weight; in exact
     epochs every source is read whole and the weights only set how they interleave. `start_batch`
     reseeds a resumed endless run, `start_epoch` says which epoch an exact run resumes."""
     sources = parse_mixture(config.shards)
-    if config.frame_gap > 1:
+    if config.frame_gap > 1 or config.triplets:
         check_frame_gap(config)
     handler = SkipOnce()
     seed = config.seed * 1_000_003 + start_batch

@@ -102,6 +102,23 @@ class FlowLossConfig:
     on the 5 Hz proxy). 0 (the default): no smoothing of its own, and first-order smoothness on the whole
     flow. Measured on that proxy at 0.2, it did not reach the bottom rows (9.5 px there) and scored worse
     both ways than 0 (0.44x against 0.38x the zero-flow score; README, Results)."""
+    extrapolation: float = 0.0
+    """Weight of the flow carried over from the other direction (`extrapolation_loss`), per 10 px of L1
+    distance, on pixels that leave the view in one direction; it teaches the net's stretch
+    (`PretrainConfig.stretch`, which it needs) and needs triplet batches
+    (`training.flow.data.DataConfig.triplets`). Why: driving forward the near road leaves the view, so no
+    photometric error says where it goes; coming back from the same frame it stays in view. A still point
+    moving out from the principal point under the camera's step forward moves x r / (1 - r) going forward
+    and -x r / (1 + r) coming back, r the step over its depth, so either direction gives the other. On the
+    5 Hz proxy's validation drives the true backward flow carried over this way puts the pixels leaving
+    through the bottom at 0.05x their zero-flow score (negated, as an antisymmetric net gives it: 0.58x).
+    Measured there at 0.5 with the stretch: 0.29x the zero-flow score both ways, against 0.38x without
+    (README, Results). 0: off (the default until measured at 10 Hz and on mined video)."""
+    extrapolation_starts_at: float = 0.25
+    """Share of the run's steps before the carrying over starts: it carries the net's own flow, which must
+    first have learned from the photometric loss. Carried from a fresh net's flows (and bounded only at 3x
+    a pixel's distance from the principal point) it fed on itself: flows of 217 px against 10 true by step
+    156 on the 5 Hz proxy."""
     pyramid: bool = True
     """Score each scale's flow on the images downsampled to that scale (True), so coarse scales see
     displacements of a few pixels that local image gradients can find, whatever the input size (ARFlow,
@@ -149,6 +166,73 @@ def _smoothness(flow_px: torch.Tensor, target: torch.Tensor, scale: int, order: 
     if order == 2:
         return second_order_smoothness(flow_px / 10.0, image)
     return edge_aware_smoothness(flow_px / 10.0, image) / (2**scale)
+
+
+MAX_STEP_OVER_DEPTH = 0.5
+"""Bound on r, the camera's step forward over a point's depth, in `carried_over_flow_px`: going forward a
+point moves at most r / (1 - r) = 1 times its distance from the principal point, coming back a third of
+it. Near the bound the forward flow grows without limit as the backward one nears half that distance, so
+a small error coming back is a large one going forward; on the 5 Hz proxy the nearest road has r ~ 0.5."""
+
+
+def carried_over_flow_px(flow_px: torch.Tensor, radius_px: torch.Tensor, forward: bool) -> torch.Tensor:
+    """The flow (B, 2, h, w) of the same frame towards its other neighbour, from its flow `flow_px` to one
+    neighbour (`forward`: to the previous frame, giving the flow to the next; else the reverse), for pixels
+    at `radius_px` (B, 2, h, w) from the principal point, all in pixels, at a steady speed. The part of the
+    flow along the radius is a still point's motion under the camera's step forward (x r / (1 - r) going
+    forward, -x r / (1 + r) coming back, r = step / depth, bounded by `MAX_STEP_OVER_DEPTH`); the rest
+    (turning, sideways) is taken as reversing."""
+    radial_share = (flow_px * radius_px).sum(1, keepdim=True) / radius_px.pow(2).sum(1, keepdim=True).clamp(min=1.0)
+    across = flow_px - radius_px * radial_share
+    if forward:  # radial_share = -r / (1 + r)
+        r = (-radial_share).clamp(-0.9, 0.9) / (1 + radial_share.clamp(-0.9, 0.9))
+    else:  # radial_share = r / (1 - r)
+        r = radial_share.clamp(-0.9, 10) / (1 + radial_share.clamp(-0.9, 10))
+    r = r.clamp(-MAX_STEP_OVER_DEPTH, MAX_STEP_OVER_DEPTH)
+    radial = radius_px * (r / (1 - r) if forward else -r / (1 + r))
+    return radial - across
+
+
+def extrapolation_loss(flows: dict[int, torch.Tensor], stretches: dict[int, torch.Tensor], principal_px: torch.Tensor,
+                       source_size: tuple[int, int], offset_px: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Mean over scales and pixels (scalar) of the L1 distance, in units of 10 px, between each direction's
+    flow and the one `carried_over_flow_px` from the other direction's (detached), on the pixels whose
+    match leaves the source (`source_size` (H, W)) by either while the other direction's match stays in it:
+    only a flow the photometric loss checks is carried over, since carrying each way unchecked feeds on
+    itself (measured: flows of 88 px against 10 true by step 312). `flows` {scale: (2B, 2, h, w)} in input
+    pixels hold the B middle frames' flows to their next frames, then to their previous ones, each the odd
+    flow O times 1 + its `stretches` a ({scale: (2B, 1, h, w)}, `training.flow.model.stretched_flow_px`);
+    only the stretch is taught here, O is not. Why: an antisymmetric net's flows from one frame to its next
+    and to its previous frame are nearly opposite (the two pairs' codes nearly mirror each other), so
+    lengthening one lengthens the other, whose carried-over flow is longer still: on the 5 Hz proxy the
+    whole flow chased its own carried-over copy out to the bound (39 px against 10 true at step 468). A
+    longer stretch going forward shortens the flow coming back, which shortens what is carried over: that
+    loop settles. `principal_px` (B, 2) are the middle frames' principal points (x, y) in input pixels;
+    the net sees the window at `offset_px` of the source (full-image warping). See
+    `FlowLossConfig.extrapolation`."""
+    total = 0.0
+    for scale, stretched in flows.items():
+        stretch = stretches[scale]
+        flow = (stretched / (1 + stretch)).detach() * (1 + stretch)
+        b, (h, w) = flow.shape[0] // 2, flow.shape[-2:]
+        seen_h, seen_w = source_size[0] - 2 * offset_px[1], source_size[1] - 2 * offset_px[0]
+        xs = (torch.arange(w, device=flow.device, dtype=flow.dtype) + 0.5) * (seen_w / w)
+        ys = (torch.arange(h, device=flow.device, dtype=flow.dtype) + 0.5) * (seen_h / h)
+        position = torch.stack(torch.broadcast_tensors(xs.view(1, w), ys.view(h, 1)))[None]  # (1, 2, h, w)
+        radius = position - principal_px.to(flow.dtype).view(b, 2, 1, 1)
+        start = position + flow.new_tensor(offset_px).view(1, 2, 1, 1)  # in the source's pixels
+        limit = flow.new_tensor([source_size[1], source_size[0]]).view(1, 2, 1, 1)
+
+        def leaves(f: torch.Tensor) -> torch.Tensor:
+            return (((start + f) < 0) | ((start + f) > limit)).any(1, keepdim=True)
+
+        own = flow.detach()
+        other = torch.cat([own[b:], own[:b]])  # each direction's partner: to the previous, then to the next frame
+        carried = torch.cat([carried_over_flow_px(own[b:], radius, forward=True),
+                             carried_over_flow_px(own[:b], radius, forward=False)])
+        charged = ((leaves(own) | leaves(carried)) & ~leaves(other)).to(flow.dtype)
+        total = total + ((flow - carried).abs().sum(1, keepdim=True) / 10.0 * charged).mean()
+    return total / len(flows)
 
 
 def flow_loss(target: torch.Tensor, source: torch.Tensor, flows: dict[int, torch.Tensor],

@@ -23,7 +23,7 @@ from torchvision.utils import flow_to_image
 from training.backbone import SCALES
 from training.checkpoints import PRETRAINING
 from training.flow.data import DataConfig, train_loader, val_loader
-from training.flow.loss import FlowLossConfig, flow_loss, margin_px
+from training.flow.loss import FlowLossConfig, extrapolation_loss, flow_loss, margin_px
 from training.flow.model import GeoPtFlowModel, check_flow_sources, check_stretch
 from training.loop import LoopConfig, Task, train
 from training.photometric import photometric_error, warp_by_flow
@@ -68,10 +68,11 @@ class PretrainConfig(LoopConfig):
     """With `antisymmetric`: the decoder also gives each pixel a stretch a, antisymmetric like its flow, and
     the flow is the antisymmetric one times (1 + a), so a near pixel can move further going forward than
     coming back, as a camera driving forward makes it (`training.flow.model.stretched_flow_px`). Without it
-    the antisymmetric flow of a pair and of its reverse have the same length. Off by default: on the 5 Hz
-    proxy it made the flows differ (7.0 px forward, 5.2 back) but scored as without it, 0.38x the zero-flow
-    score both ways, since the pixels leaving through the bottom, never seen going forward, stayed short
-    (README, Results)."""
+    the antisymmetric flow of a pair and of its reverse have the same length. Alone, on the 5 Hz proxy, it
+    made the flows differ (7.0 px forward, 5.2 back) but scored as without it, 0.38x the zero-flow score
+    both ways, since the pixels leaving through the bottom, never seen going forward, stayed short; with
+    `FlowLossConfig.extrapolation` teaching their stretch it scored 0.29x (README, Results). Off by default
+    until measured at 10 Hz and on mined video."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -113,17 +114,29 @@ def to_input(frames: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: PretrainConfig, runtime: Runtime,
-                visible: torch.Tensor | None = None, margin_px: tuple[int, int] = (0, 0)) -> dict:
+                visible: torch.Tensor | None = None, margin_px: tuple[int, int] = (0, 0),
+                previous: torch.Tensor | None = None, principal_px: torch.Tensor | None = None,
+                extrapolation_weight: float = 0.0) -> dict:
     """Forward and backward flow of a batch of pairs in one pass; the loss averaged over both directions.
     `visible` (B, 1, H, W): 0 under the videos' static overlays (see `flow_loss`). With `margin_px` (x, y)
     the net sees only the frames' centres, without that margin on each side, and the loss warps into the
-    whole frames (`FlowLossConfig.full_image_margin`). Returns 'loss', 'photometric', 'smoothness',
-    'excluded' and, for pictures, 'target' (what the net saw), 'flow' (forward, at the net's input size),
-    'warped' and 'mask'."""
+    whole frames (`FlowLossConfig.full_image_margin`). Given `previous` frames (triplets, `source` then the
+    next ones) and their `principal_px` (B, 2), the two directions are the target's flows to its next and
+    to its previous frame, each carried over to the other where a pixel leaves the view, with
+    `extrapolation_weight` (`FlowLossConfig.extrapolation`); else the target's flow to the source and the
+    source's to the target.
+    Returns 'loss', 'photometric', 'smoothness', 'excluded', with triplets 'extrapolation', and, for
+    pictures, 'target' (what the net saw), 'flow' (forward, at the net's input size), 'warped' and 'mask'."""
     (mx, my), (h, w) = margin_px, target.shape[-2:]
     seen_target, seen_source = (x[..., my:h - my, mx:w - mx] for x in (target, source))
+    if previous is None:
+        targets, sources = torch.cat([seen_target, seen_source]), torch.cat([source, target])
+        partners = torch.cat([seen_source, seen_target])
+    else:
+        targets, sources = torch.cat([seen_target, seen_target]), torch.cat([source, previous])
+        partners = torch.cat([seen_source, previous[..., my:h - my, mx:w - mx]])
     with runtime.autocast():
-        flows = model(torch.cat([seen_target, seen_source]), torch.cat([seen_source, seen_target]))
+        flows = model(targets, partners)
     flows = {s: f.float() for s, f in flows.items()}
     # a net with a stretch leaves it here for the loss (`GeoPtFlowModel.stretches`); any other flow net has none
     stretches = {s: a.float() for s, a in getattr(unwrap(model), "stretches", {}).items()}
@@ -131,9 +144,13 @@ def flow_losses(model, target: torch.Tensor, source: torch.Tensor, config: Pretr
     swapped = {s: torch.cat([f[b:], f[:b]]) for s, f in flows.items()} if config.loss.occlusion_masking else None
     visible = None if visible is None else torch.cat([visible, visible])
     # one loss over the doubled batch: the mean of both directions (their visible pixels are the same)
-    out = flow_loss(torch.cat([seen_target, seen_source]), torch.cat([source, target]), flows, swapped,
-                    config.loss, visible, margin_px, stretches)
-    return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, "target": seen_target,
+    out = flow_loss(targets, sources, flows, swapped, config.loss, visible, margin_px, stretches)
+    extra = {}
+    if previous is not None:
+        extra["extrapolation"] = extrapolation_loss(flows, stretches, principal_px - principal_px.new_tensor(margin_px),
+                                                    (h, w), margin_px)
+        out["loss"] = out["loss"] + extrapolation_weight * extra["extrapolation"]
+    return {**{k: out[k] for k in ("loss", "photometric", "smoothness", "excluded")}, **extra, "target": seen_target,
             "flow": flows[0][:b].detach(), "flows": {s: f[:b].detach() for s, f in flows.items()},
             "warped": out["warped"][:b], "mask": out["mask"][:b]}
 
@@ -228,6 +245,21 @@ def flow_model(settings: dict) -> GeoPtFlowModel:
                           setting("rigid_flow"), setting("flow_decoder"), setting("stretch"))
 
 
+def check_extrapolation(loss: FlowLossConfig, data: DataConfig, stretch: bool) -> None:
+    """Carrying flow over between directions needs both of a frame's neighbours and teaches the stretch
+    (`extrapolation_loss`), and the forward-backward check needs each pair's reverse, which triplet batches
+    do not hold."""
+    if loss.extrapolation and not stretch:
+        raise ValueError("the flow loss's extrapolation teaches each pixel's stretch how much further it moves "
+                         "going forward than coming back: it needs --stretch")
+    if loss.extrapolation and not data.triplets:
+        raise ValueError("the flow loss's extrapolation carries a frame's flow to one neighbour over to the "
+                         "other: it needs triplet batches (DataConfig.triplets)")
+    if data.triplets and loss.occlusion_masking:
+        raise ValueError("triplet batches hold a frame's flows to both neighbours, not each pair's reverse, "
+                         "so the forward-backward occlusion check cannot run on them")
+
+
 class PretrainTask(Task):
     """Pretraining as `training.loop` runs it. Batches are `training.flow.data.train_loader`'s (target,
     source, origin, names, visible)."""
@@ -242,6 +274,7 @@ class PretrainTask(Task):
         margin_px(config.loss, width, height)  # a margin that leaves the net too little fails here, not mid-run
         check_flow_sources(config.rigid_flow, config.flow_decoder)
         check_stretch(config.stretch, config.antisymmetric, config.flow_decoder)
+        check_extrapolation(config.loss, config.data, config.stretch)
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
@@ -270,7 +303,8 @@ class PretrainTask(Task):
 
     def blank_batch(self):
         frames = torch.zeros(1, 3, self.config.data.height_px, self.config.data.width_px, dtype=torch.uint8)
-        return frames, frames, torch.zeros(1, dtype=torch.long), [], torch.ones_like(frames[:, :1])
+        triplet = (frames, torch.zeros(1, 2)) if self.config.data.triplets else ()
+        return frames, frames, torch.zeros(1, dtype=torch.long), [], torch.ones_like(frames[:, :1]), *triplet
 
     def seen(self, batch) -> None:
         self.source_counts += torch.bincount(batch[2], minlength=len(self.source_names))
@@ -281,14 +315,21 @@ class PretrainTask(Task):
     def losses(self, model, batch, runtime: Runtime) -> dict:
         target, source = to_input(batch[0], runtime), to_input(batch[1], runtime)
         visible = batch[4].to(runtime.device, non_blocking=True).float()
+        previous, principal_px = ((to_input(batch[5], runtime), batch[6].to(runtime.device))
+                                  if self.config.data.triplets else (None, None))
         if self.step < self.config.half_size_steps:
             target, source = (F.interpolate(x, scale_factor=0.5, mode="area") for x in (target, source))
             visible = F.interpolate(visible, scale_factor=0.5, mode="nearest")
+            if previous is not None:
+                previous, principal_px = F.interpolate(previous, scale_factor=0.5, mode="area"), principal_px / 2
         margin = margin_px(self.config.loss, target.shape[-1], target.shape[-2])
-        return {**flow_losses(model, target, source, self.config, runtime, visible, margin), "source": source}
+        carrying = self.step >= self.config.loss.extrapolation_starts_at * self.config.steps
+        return {**flow_losses(model, target, source, self.config, runtime, visible, margin, previous, principal_px,
+                              self.config.loss.extrapolation if carrying else 0.0), "source": source}
 
     def scalars(self, out: dict) -> dict[str, float]:
-        scalars = {key: float(out[key].detach()) for key in ("loss", "photometric", "smoothness", "excluded")}
+        scalars = {key: float(out[key].detach()) for key in ("loss", "photometric", "smoothness", "excluded",
+                                                              "extrapolation") if key in out}
         if len(self.source_names) > 1:  # share of each data source since the last log
             shares = self.source_counts / self.source_counts.sum().clamp(min=1)
             scalars.update({f"source/{n}": float(v) for n, v in zip(self.source_names, shares)})
