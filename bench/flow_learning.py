@@ -65,44 +65,49 @@ class Variant:
     """`PretrainConfig.stretch`."""
 
 
-PYRAMID_CENSUS_SMOOTH2 = FlowLossConfig(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
+def no_extrapolation(**fields) -> FlowLossConfig:
+    """A variant's loss as measured before `FlowLossConfig.extrapolation` existed: without it."""
+    return FlowLossConfig(**{"extrapolation": 0.0, **fields})
+
+
+PYRAMID_CENSUS_SMOOTH2 = no_extrapolation(pyramid=True, error="census", smoothness_order=2, smoothness=2.0)
 VARIANTS = {
-    "flat_exit": Variant(FlowLossConfig(exit_costs_standing_still=False, pyramid=False)),
-    "upsampled": Variant(FlowLossConfig(pyramid=False)),
-    "fb_check": Variant(FlowLossConfig(occlusion_masking=True, pyramid=False)),
-    "pyramid": Variant(FlowLossConfig(pyramid=True)),
-    "pyramid_motion_head": Variant(FlowLossConfig(pyramid=True), motion_head=True),
-    "pyramid_head_antisymmetric": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True),
-    "pyramid_head_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True),
-    "head_antisymmetric_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
+    "flat_exit": Variant(no_extrapolation(exit_costs_standing_still=False, pyramid=False)),
+    "upsampled": Variant(no_extrapolation(pyramid=False)),
+    "fb_check": Variant(no_extrapolation(occlusion_masking=True, pyramid=False)),
+    "pyramid": Variant(no_extrapolation(pyramid=True)),
+    "pyramid_motion_head": Variant(no_extrapolation(pyramid=True), motion_head=True),
+    "pyramid_head_antisymmetric": Variant(no_extrapolation(pyramid=True), motion_head=True, antisymmetric=True),
+    "pyramid_head_full_warp": Variant(no_extrapolation(pyramid=True, full_image_margin=0.125), motion_head=True),
+    "head_antisymmetric_full_warp": Variant(no_extrapolation(pyramid=True, full_image_margin=0.125), motion_head=True,
                                             antisymmetric=True),
-    "head_antisymmetric_stretch": Variant(FlowLossConfig(pyramid=True), motion_head=True, antisymmetric=True,
+    "head_antisymmetric_stretch": Variant(no_extrapolation(pyramid=True), motion_head=True, antisymmetric=True,
                                           stretch=True),
-    "head_antisymmetric_stretch_smooth": Variant(FlowLossConfig(pyramid=True, stretch_smoothness=0.2),
+    "head_antisymmetric_stretch_smooth": Variant(no_extrapolation(pyramid=True, stretch_smoothness=0.2),
                                                  motion_head=True, antisymmetric=True, stretch=True),
-    "antisymmetric_stretch_full_warp": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125), motion_head=True,
+    "antisymmetric_stretch_full_warp": Variant(no_extrapolation(pyramid=True, full_image_margin=0.125), motion_head=True,
                                                antisymmetric=True, stretch=True),
     "antisymmetric_stretch_extrapolate": Variant(FlowLossConfig(pyramid=True, extrapolation=0.5), motion_head=True,
                                                  antisymmetric=True, stretch=True),
-    "head_rigid": Variant(FlowLossConfig(), motion_head=True, rigid_flow=True),
-    "head_rigid_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True),
-    "head_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True, rigid_flow=True,
+    "head_rigid": Variant(no_extrapolation(), motion_head=True, rigid_flow=True),
+    "head_rigid_full_warp": Variant(no_extrapolation(full_image_margin=0.125), motion_head=True, rigid_flow=True),
+    "head_rigid_alone_full_warp": Variant(no_extrapolation(full_image_margin=0.125), motion_head=True, rigid_flow=True,
                                           flow_decoder=False),
-    "antisymmetric_rigid_alone_full_warp": Variant(FlowLossConfig(full_image_margin=0.125), motion_head=True,
+    "antisymmetric_rigid_alone_full_warp": Variant(no_extrapolation(full_image_margin=0.125), motion_head=True,
                                                    antisymmetric=True, rigid_flow=True, flow_decoder=False),
-    "head_full_warp_smooth2": Variant(FlowLossConfig(pyramid=True, full_image_margin=0.125, smoothness_order=2,
+    "head_full_warp_smooth2": Variant(no_extrapolation(pyramid=True, full_image_margin=0.125, smoothness_order=2,
                                                      smoothness=2.0), motion_head=True),
     "default": Variant(FlowLossConfig(), motion_head=PretrainConfig.motion_head,
                        antisymmetric=PretrainConfig.antisymmetric, stretch=PretrainConfig.stretch),
-    "pyramid_film_random": Variant(FlowLossConfig(pyramid=True), film_starts_identity=False),
-    "pyramid_census": Variant(FlowLossConfig(pyramid=True, error="census")),
-    "pyramid_smooth2": Variant(FlowLossConfig(pyramid=True, smoothness_order=2, smoothness=2.0)),
+    "pyramid_film_random": Variant(no_extrapolation(pyramid=True), film_starts_identity=False),
+    "pyramid_census": Variant(no_extrapolation(pyramid=True, error="census")),
+    "pyramid_smooth2": Variant(no_extrapolation(pyramid=True, smoothness_order=2, smoothness=2.0)),
     "pyramid_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2),
-    "pyramid_c2f": Variant(FlowLossConfig(pyramid=True), coarse_to_fine=True),
+    "pyramid_c2f": Variant(no_extrapolation(pyramid=True), coarse_to_fine=True),
     "pyramid_c2f_census_smooth2": Variant(PYRAMID_CENSUS_SMOOTH2, coarse_to_fine=True),
     "res_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, half_size_share=1 / 3),  # sizes of at least 128x128
     "gap_curriculum": Variant(PYRAMID_CENSUS_SMOOTH2, short_gap_share=1 / 3),
-    "head_gap_curriculum": Variant(FlowLossConfig(pyramid=True), short_gap_share=1 / 3, motion_head=True),
+    "head_gap_curriculum": Variant(no_extrapolation(pyramid=True), short_gap_share=1 / 3, motion_head=True),
 }
 """Loss variants by name. `flat_exit` is the loss before the 640x192 fix (each pixel out of view costs a
 flat 0.1); `upsampled` the default until 2026-12-04 (every scale's flow upsampled to full size and scored
@@ -266,8 +271,7 @@ def main() -> None:
                 variant = VARIANTS[name]
                 config = PretrainConfig(
                     data=DataConfig(shards=str(shards / "*.tar"), width_px=width, height_px=height,
-                                    batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                                    triplets=variant.loss.extrapolation > 0),
+                                    batch_size=args.batch_size, workers=args.workers, seed=args.seed),
                     run_dir=runs_root / size / name, val_shards=str(val), steps=run_steps,
                     warmup_steps=max(1, run_steps // 20), val_every=max(1, run_steps // 8),
                     log_every=max(1, run_steps // 40), checkpoint_every=10**9, image_every=10**9,

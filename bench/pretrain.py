@@ -9,8 +9,8 @@ steady state: samples/s from step SKIP to the last, so start-up, compilation and
 Each variant changes one thing against the default (bf16 autocast and channels_last on CUDA, float32 on
 the CPU): `compile` (torch.compile), `fp32` (no autocast). Per batch size and variant it prints samples/s
 (loader, model only, end to end and its ratio to model only; goal >= 0.9x), the loss alone per step
-(forward + backward on fixed flows: its share of a model-only step), model FLOPs per sample
-(forward + backward, both flow directions), the share of a bf16 (CUDA) or float32 (CPU) matrix-product
+(forward + backward on fixed flows, without the extrapolation, which needs a net's stretch: its share of
+a model-only step), model FLOPs per sample (forward + backward, both flow directions), the share of a bf16 (CUDA) or float32 (CPU) matrix-product
 peak measured in the same run, and the peak memory. Shards come from mining the real clip in
 ../shared/media (looped to a minute) or, without it, from world videos; `--shards` reuses others.
 """
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from training.flow.data import DataConfig, train_loader  # noqa: E402
-from training.flow.model import GeoPtFlowModel  # noqa: E402
-from training.flow.pretrain import PretrainConfig, PretrainTask, flow_losses, pretrain, to_input  # noqa: E402
+from training.flow.pretrain import (PretrainConfig, PretrainTask, flow_losses, flow_model, pretrain,  # noqa: E402
+                                    to_input)
 from training.loop import train  # noqa: E402
 from training.runtime import start_runtime  # noqa: E402
 from timing import (loader_samples_per_s, matmul_peak_tflops, peak_memory_gib, reset_peak_memory,  # noqa: E402
@@ -105,9 +105,11 @@ def measure(config: PretrainConfig, batch, skip: int) -> dict:
     steps, size = config.steps, config.data.batch_size
     rates = {name: steady_samples_per_s(c.run_dir / "log.jsonl", skip, steps, size)
              for name, c in (("model_only", model_only), ("end_to_end", end_to_end))}
-    model = GeoPtFlowModel().to(runtime.device)
+    model = flow_model(vars(config)).to(runtime.device)
     frames = [to_input(f, runtime) for f in batch[:2]]
-    flops = step_flops(lambda: flow_losses(model, *frames, config, runtime)["loss"].backward()) / size
+    triplets = ({"previous": to_input(batch[5], runtime), "principal_px": batch[6].to(runtime.device),
+                 "extrapolation_weight": config.loss.extrapolation} if config.data.triplets else {})
+    flops = step_flops(lambda: flow_losses(model, *frames, config, runtime, **triplets)["loss"].backward()) / size
     return {**rates, "loss_s": loss_seconds(config, frames, runtime), "flops_per_sample": flops, "peak_memory_gib": peak_memory_gib(runtime.device),
             "device": runtime.device}
 
@@ -137,6 +139,7 @@ def main() -> None:
         for batch_size in batch_sizes:
             data = DataConfig(shards=shards, width_px=width, height_px=height, batch_size=batch_size,
                               workers=args.workers, batches_per_epoch=10_000)
+            data = PretrainConfig(data=data).data  # what the default loss trains on (triplets)
             loader_rate = loader_samples_per_s(iter(train_loader(data)[0]), batch_size)
             batch = next(iter(train_loader(replace(data, workers=0))[0]))
             for variant in variants:

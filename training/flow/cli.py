@@ -77,8 +77,9 @@ from training.options import loop_options, size_callback
                    "point under the camera's step forward, principal point at the frame's centre) where a pixel "
                    "leaves the view, which teaches its stretch: the near road leaving through the bottom going "
                    "forward is seen coming back. Trains on each sample's middle frame with both neighbours (samples "
-                   "of 3 frames or more), from a quarter of the steps on. 0 (off) by default; 0.5 with --stretch "
-                   "met the 5 Hz proxy's target (0.29x the zero-flow score both ways against 0.38x; README).")
+                   "of 3 frames or more), from a quarter of the steps on. With --stretch it met the 5 Hz proxy's "
+                   "target (0.29x the zero-flow score both ways against 0.38x; README). 0 turns it off (needed with "
+                   "--no-stretch or --occlusion-mask); resume runs from before 2026-12-05 (night) with 0.")
 @click.option("--coarse-to-fine/--no-coarse-to-fine", default=PretrainConfig.coarse_to_fine, show_default=True,
               help="Each scale's flow adds the coarser scale's flow, upsampled: the fine scales only refine the long "
                    "motion the coarse scales find. Off by default: measured worse on the long-displacement proxy (README).")
@@ -93,13 +94,13 @@ from training.options import loop_options, size_callback
                    "exactly no flow, so nothing guessed from the target frame alone survives. A second decoder "
                    "pass per pair. Without it, every net on the 5 Hz proxy guessed one direction from the target "
                    "frame and scored worse than no motion on the other (README, Results). Resume runs from "
-                   "before 2026-12-05 (late) with --no-antisymmetric.")
+                   "before 2026-12-05 (late) with --no-antisymmetric --no-stretch --extrapolation 0.")
 @click.option("--stretch/--no-stretch", default=PretrainConfig.stretch, show_default=True,
               help="With --antisymmetric: the decoder also gives each pixel a stretch a (antisymmetric too) and the flow "
                    "is the antisymmetric one times (1 + a), so a near pixel can move further going forward than coming "
                    "back, as driving forward makes it. Without it a pair's flow and its reverse's have the same length. "
-                   "Alone it scored as without it on the 5 Hz proxy; with --extrapolation 0.5, 0.29x the zero-flow "
-                   "score both ways against 0.38x (README, Results).")
+                   "Alone it scored as without it on the 5 Hz proxy; with --extrapolation, 0.29x the zero-flow "
+                   "score both ways against 0.38x (README, Results). --no-stretch needs --extrapolation 0.")
 @click.option("--rigid-flow", is_flag=True,
               help="Add the flow of a still scene under the camera's translation, from an inverse depth decoded from "
                    "the target frame alone and a translation read off the motion code: a pixel that leaves the view "
@@ -142,8 +143,7 @@ def pretrain_command(size, **options):
     from training.finite_guard import TrainingDiverged
 
     width, height = size
-    config = PretrainConfig(data=DataConfig(width_px=width, height_px=height, triplets=options["extrapolation"] > 0,
-                                            **fields_of(DataConfig, options)),
+    config = PretrainConfig(data=DataConfig(width_px=width, height_px=height, **fields_of(DataConfig, options)),
                             loss=FlowLossConfig(**fields_of(FlowLossConfig, options)),
                             **fields_of(PretrainConfig, options))
     try:

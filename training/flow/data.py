@@ -56,7 +56,8 @@ class DataConfig:
     triplets: bool = False
     """Each training sample gives its middle frame with both neighbours `frame_gap` away, not one pair, and
     the middle frame's principal point (`PairAugment`): the loss can then carry each direction's flow
-    over to the other where a pixel leaves the view (`FlowLossConfig.extrapolation`)."""
+    over to the other where a pixel leaves the view (`FlowLossConfig.extrapolation`). `PretrainConfig` sets
+    it from that loss."""
     seed: int = 0
 
 
@@ -210,9 +211,11 @@ def check_frame_gap(config: DataConfig) -> None:
     first_shard = parse_mixture(config.shards)[0].shards[0]
     sample = next(iter(samples_from_shards([{"url": first_shard}], handler=SkipOnce())), None)
     if sample is not None and frame_count(sample) < needed:
-        raise ValueError(f"{'triplets with ' if config.triplets else ''}frame gap {config.frame_gap} needs samples "
-                         f"of {needed} frames; {first_shard} has "
-                         f"{frame_count(sample)} (mine with geopt-mine shard --frames {needed})")
+        pairs_would_do = config.triplets and config.frame_gap == 1
+        raise ValueError(f"{'triplets (for --extrapolation) with ' if config.triplets else ''}frame gap "
+                         f"{config.frame_gap} needs samples of {needed} frames; {first_shard} has "
+                         f"{frame_count(sample)} (mine with geopt-mine shard --frames {needed}"
+                         f"{', or train on pairs: --extrapolation 0' if pairs_would_do else ''})")
 
 
 def train_loader(config: DataConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,

@@ -102,18 +102,18 @@ class FlowLossConfig:
     on the 5 Hz proxy). 0 (the default): no smoothing of its own, and first-order smoothness on the whole
     flow. Measured on that proxy at 0.2, it did not reach the bottom rows (9.5 px there) and scored worse
     both ways than 0 (0.44x against 0.38x the zero-flow score; README, Results)."""
-    extrapolation: float = 0.0
+    extrapolation: float = 0.5
     """Weight of the flow carried over from the other direction (`extrapolation_loss`), per 10 px of L1
     distance, on pixels that leave the view in one direction; it teaches the net's stretch
-    (`PretrainConfig.stretch`, which it needs) and needs triplet batches
-    (`training.flow.data.DataConfig.triplets`). Why: driving forward the near road leaves the view, so no
+    (`PretrainConfig.stretch`, which it needs) and trains on triplets (`training.flow.data.DataConfig.triplets`,
+    which `PretrainConfig` sets from it). Why: driving forward the near road leaves the view, so no
     photometric error says where it goes; coming back from the same frame it stays in view. A still point
     moving out from the principal point under the camera's step forward moves x r / (1 - r) going forward
     and -x r / (1 + r) coming back, r the step over its depth, so either direction gives the other. On the
     5 Hz proxy's validation drives the true backward flow carried over this way puts the pixels leaving
     through the bottom at 0.05x their zero-flow score (negated, as an antisymmetric net gives it: 0.58x).
     Measured there at 0.5 with the stretch: 0.29x the zero-flow score both ways, against 0.38x without
-    (README, Results). 0: off (the default until measured at 10 Hz and on mined video)."""
+    (README, Results). 0 turns it off (then pairs, not triplets, and any net, e.g. without a stretch)."""
     extrapolation_starts_at: float = 0.25
     """Share of the run's steps before the carrying over starts: it carries the net's own flow, which must
     first have learned from the photometric loss. Carried from a fresh net's flows (and bounded only at 3x

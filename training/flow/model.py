@@ -230,7 +230,7 @@ def check_stretch(stretch: bool, antisymmetric: bool, flow_decoder: bool) -> Non
     """The stretch is the even part of an antisymmetric decoder's flow; without one it has nothing to do."""
     if stretch and not (antisymmetric and flow_decoder):
         raise ValueError("--stretch is the part of the motion that the reversed pair does not undo: it needs "
-                         "--antisymmetric and the flow decoder")
+                         "--antisymmetric and the flow decoder (without them give --no-stretch --extrapolation 0)")
 
 
 class GeoPtFlowModel(nn.Module):

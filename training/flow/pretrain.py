@@ -64,15 +64,16 @@ class PretrainConfig(LoopConfig):
     flow's alone, so every pixel's motion must come through the inverse depth. Measured on the 5 Hz proxy:
     it guessed one direction for every pair unless `antisymmetric`, and even then ended short of the
     decoder (0.52 against 0.39-0.44x the zero-flow score; README, Results)."""
-    stretch: bool = False
+    stretch: bool = True
     """With `antisymmetric`: the decoder also gives each pixel a stretch a, antisymmetric like its flow, and
     the flow is the antisymmetric one times (1 + a), so a near pixel can move further going forward than
     coming back, as a camera driving forward makes it (`training.flow.model.stretched_flow_px`). Without it
     the antisymmetric flow of a pair and of its reverse have the same length. Alone, on the 5 Hz proxy, it
     made the flows differ (7.0 px forward, 5.2 back) but scored as without it, 0.38x the zero-flow score
     both ways, since the pixels leaving through the bottom, never seen going forward, stayed short; with
-    `FlowLossConfig.extrapolation` teaching their stretch it scored 0.29x (README, Results). Off by default
-    until measured at 10 Hz and on mined video."""
+    `FlowLossConfig.extrapolation` teaching their stretch it scored 0.29x (README, Results). The default
+    since 2026-12-05 (night), with that loss; resume runs from before then with it off and
+    `loss.extrapolation` 0."""
     coarse_to_fine: bool = False
     """Each scale's flow adds the coarser scale's, upsampled (`FlowDecoder`). Off: on the CPU proxy of long
     displacements it stayed above the zero-flow score through step 468 (1.30x), where without it the
@@ -95,6 +96,11 @@ class PretrainConfig(LoopConfig):
     val_batches: int = 50
     log_every: int = 20
     image_every: int = 500
+
+    def __post_init__(self):
+        # Only the extrapolation reads a frame's previous neighbour, so the loss decides what a batch holds.
+        if self.data.triplets != (self.loss.extrapolation > 0):
+            self.data = replace(self.data, triplets=self.loss.extrapolation > 0)
 
 
 def warmup_cosine(config: PretrainConfig):
@@ -251,13 +257,11 @@ def check_extrapolation(loss: FlowLossConfig, data: DataConfig, stretch: bool) -
     do not hold."""
     if loss.extrapolation and not stretch:
         raise ValueError("the flow loss's extrapolation teaches each pixel's stretch how much further it moves "
-                         "going forward than coming back: it needs --stretch")
-    if loss.extrapolation and not data.triplets:
-        raise ValueError("the flow loss's extrapolation carries a frame's flow to one neighbour over to the "
-                         "other: it needs triplet batches (DataConfig.triplets)")
+                         "going forward than coming back: it needs --stretch (or turn it off: --extrapolation 0)")
     if data.triplets and loss.occlusion_masking:
-        raise ValueError("triplet batches hold a frame's flows to both neighbours, not each pair's reverse, "
-                         "so the forward-backward occlusion check cannot run on them")
+        raise ValueError("the flow loss's extrapolation trains on triplets, which hold a frame's flows to both "
+                         "neighbours, not each pair's reverse, so the forward-backward occlusion check cannot "
+                         "run on them: give --extrapolation 0 with --occlusion-mask")
 
 
 class PretrainTask(Task):

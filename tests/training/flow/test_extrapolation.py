@@ -107,15 +107,13 @@ def test_triplet_batches_hold_the_middle_frame_both_neighbours_and_the_principal
     assert len(batch) == 7 and batch[5].shape == (2, 3, 36, 96) and batch[6].shape == (2, 2)
 
 
-def test_pretraining_with_extrapolation_resumes_and_says_what_it_needs(world_shards, tiny_shards, tmp_path):
-    config = tiny_config(world_shards / "0000.tar", tmp_path / "run", steps=2, checkpoint_every=1,
-                         loss=FlowLossConfig(extrapolation=0.5), stretch=True)
-    with pytest.raises(ValueError, match="needs --stretch"):
+def test_pretraining_extrapolates_by_default_resumes_and_says_what_it_needs(world_shards, tiny_shards, tmp_path):
+    config = tiny_config(world_shards / "0000.tar", tmp_path / "run", steps=2, checkpoint_every=1)
+    assert config.stretch and config.loss.extrapolation > 0 and config.data.triplets
+    assert not replace(config, loss=replace(config.loss, extrapolation=0.0)).data.triplets  # pairs again
+    with pytest.raises(ValueError, match=r"needs --stretch \(or turn it off: --extrapolation 0\)"):
         PretrainTask(replace(config, stretch=False))
-    with pytest.raises(ValueError, match="needs triplet batches"):
-        PretrainTask(config)
-    config = replace(config, data=replace(config.data, triplets=True))
-    with pytest.raises(ValueError, match="forward-backward occlusion check"):
+    with pytest.raises(ValueError, match="forward-backward occlusion check.*--extrapolation 0"):
         PretrainTask(replace(config, loss=replace(config.loss, occlusion_masking=True)))
     pretrain(replace(config, steps=1))
     result = pretrain(replace(config, resume=True))
@@ -125,7 +123,9 @@ def test_pretraining_with_extrapolation_resumes_and_says_what_it_needs(world_sha
         for member in tar.getmembers():
             if not member.name.endswith(".2.jpg"):
                 out.addfile(member, tar.extractfile(member))
-    result = CliRunner().invoke(main, ["pretrain", "--shards", str(two_frame), "--size", "96x64", "--steps", "1",
-                                       "--extrapolation", "0.5", "--stretch", "--run-dir", str(tmp_path / "cli"),
-                                       "--device", "cpu"])
+    pretrain_2_frames = ["pretrain", "--shards", str(two_frame), "--size", "96x64", "--steps", "1", "--device", "cpu"]
+    result = CliRunner().invoke(main, [*pretrain_2_frames, "--run-dir", str(tmp_path / "cli")])
     assert result.exit_code != 0 and "needs samples of 3 frames" in result.output
+    assert "--extrapolation 0" in result.output
+    result = CliRunner().invoke(main, [*pretrain_2_frames, "--extrapolation", "0", "--run-dir", str(tmp_path / "pairs")])
+    assert result.exit_code == 0, result.output
