@@ -10,8 +10,8 @@ Each variant changes one thing against the default (bf16 autocast and channels_l
 the CPU): `compile` (torch.compile), `fp32` (no autocast). Per batch size and variant it prints samples/s
 (loader, model only, end to end and its ratio to model only; goal >= 0.9x), the loss alone per step
 (forward + backward on fixed flows, without the extrapolation, which needs a net's stretch: its share of
-a model-only step), model FLOPs per sample (forward + backward, both flow directions), the share of a bf16 (CUDA) or float32 (CPU) matrix-product
-peak measured in the same run, and the peak memory. Shards come from mining the real clip in
+a model-only step), model FLOPs per sample (forward + backward, both flow directions), the share of a
+bf16 (CUDA) or float32 (CPU) matrix-product peak measured in the same run, and the peak memory. Shards come from mining the real clip in
 ../shared/media (looped to a minute) or, without it, from world videos; `--shards` reuses others.
 """
 import argparse

@@ -99,8 +99,7 @@ class PretrainConfig(LoopConfig):
 
     def __post_init__(self):
         # Only the extrapolation reads a frame's previous neighbour, so the loss decides what a batch holds.
-        if self.data.triplets != (self.loss.extrapolation > 0):
-            self.data = replace(self.data, triplets=self.loss.extrapolation > 0)
+        self.data = replace(self.data, triplets=self.loss.extrapolation > 0)
 
 
 def warmup_cosine(config: PretrainConfig):
@@ -251,14 +250,13 @@ def flow_model(settings: dict) -> GeoPtFlowModel:
                           setting("rigid_flow"), setting("flow_decoder"), setting("stretch"))
 
 
-def check_extrapolation(loss: FlowLossConfig, data: DataConfig, stretch: bool) -> None:
-    """Carrying flow over between directions needs both of a frame's neighbours and teaches the stretch
-    (`extrapolation_loss`), and the forward-backward check needs each pair's reverse, which triplet batches
-    do not hold."""
+def check_extrapolation(loss: FlowLossConfig, stretch: bool) -> None:
+    """Carrying flow over between directions teaches the stretch (`extrapolation_loss`), and it trains on
+    triplets, which do not hold each pair's reverse that the forward-backward check needs."""
     if loss.extrapolation and not stretch:
         raise ValueError("the flow loss's extrapolation teaches each pixel's stretch how much further it moves "
                          "going forward than coming back: it needs --stretch (or turn it off: --extrapolation 0)")
-    if data.triplets and loss.occlusion_masking:
+    if loss.extrapolation and loss.occlusion_masking:
         raise ValueError("the flow loss's extrapolation trains on triplets, which hold a frame's flows to both "
                          "neighbours, not each pair's reverse, so the forward-backward occlusion check cannot "
                          "run on them: give --extrapolation 0 with --occlusion-mask")
@@ -278,7 +276,7 @@ class PretrainTask(Task):
         margin_px(config.loss, width, height)  # a margin that leaves the net too little fails here, not mid-run
         check_flow_sources(config.rigid_flow, config.flow_decoder)
         check_stretch(config.stretch, config.antisymmetric, config.flow_decoder)
-        check_extrapolation(config.loss, config.data, config.stretch)
+        check_extrapolation(config.loss, config.stretch)
         self.config, self.batch_size, self.source = config, config.data.batch_size, config.data.shards
         self.source_names: list[str] = []
         self.source_counts = torch.zeros(0)
